@@ -1,0 +1,181 @@
+//! The config file as written: serde types that mirror the TOML one to one.
+//!
+//! Nothing here is validated beyond what serde checks (types, unknown keys);
+//! [`super::runtime`] turns a [`FileConfig`] into the model the proxy uses.
+//! Every table denies unknown keys so a typo is an error, not a silent default.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+/// The whole file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    #[serde(default)]
+    pub server: ServerSection,
+    pub http: Option<HttpSection>,
+    pub https: Option<HttpsSection>,
+    pub admin: Option<AdminSection>,
+    /// Response headers added when the response does not already carry them.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default, rename = "route")]
+    pub routes: Vec<RouteSection>,
+    #[serde(default, rename = "static")]
+    pub statics: BTreeMap<String, StaticSection>,
+    #[serde(default, rename = "upstream")]
+    pub upstreams: BTreeMap<String, UpstreamSection>,
+    #[serde(default, rename = "rate_limit")]
+    pub rate_limits: BTreeMap<String, RateLimitSection>,
+}
+
+/// `[server]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSection {
+    pub threads: Option<i64>,
+    pub grace_period: Option<String>,
+    pub pid_file: Option<String>,
+    pub upgrade_sock: Option<String>,
+    pub access_log: Option<String>,
+    /// CIDRs whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Option<Vec<String>>,
+    /// Limit on a request body, e.g. `"10MiB"`; routes may override it.
+    pub max_body_size: Option<String>,
+    /// Time allowed to receive a complete request head.
+    pub header_timeout: Option<String>,
+    /// Idle time allowed between requests on a kept-alive client connection.
+    pub keepalive_timeout: Option<String>,
+    /// Concurrent client connections allowed from one IP address.
+    pub max_connections_per_ip: Option<i64>,
+    /// Re-read the config file when it changes.
+    pub watch_config: Option<bool>,
+}
+
+/// `[http]`: the plain-text listener.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSection {
+    pub listen: Vec<String>,
+    pub redirect_to_https: Option<bool>,
+    pub https_port: Option<i64>,
+}
+
+/// `[https]`: the TLS listener.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpsSection {
+    pub listen: Vec<String>,
+    pub cert: Option<String>,
+    pub key: Option<String>,
+    pub self_signed: Option<bool>,
+    pub http2: Option<bool>,
+    pub hsts: Option<String>,
+    #[serde(default)]
+    pub sni: Vec<SniSection>,
+}
+
+/// `[[https.sni]]`: one more certificate, picked by server name.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SniSection {
+    pub hosts: Vec<String>,
+    pub cert: String,
+    pub key: String,
+}
+
+/// `[admin]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSection {
+    pub listen: String,
+}
+
+/// `[[route]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSection {
+    pub prefix: String,
+    pub upstream: Option<String>,
+    #[serde(rename = "static")]
+    pub static_site: Option<String>,
+    pub strip_prefix: Option<bool>,
+    /// One limit name or a list of them; all must allow the request.
+    pub rate_limit: Option<OneOrMany>,
+    pub max_body_size: Option<String>,
+}
+
+/// A string or a list of strings.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    /// The names as a list.
+    pub fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s],
+            OneOrMany::Many(v) => v,
+        }
+    }
+}
+
+/// `[static.NAME]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticSection {
+    pub root: String,
+    pub index: Option<String>,
+    pub spa_fallback: Option<bool>,
+    #[serde(default)]
+    pub cache: Vec<CacheSection>,
+    /// `Cache-Control` for files no rule matches (default `no-cache`).
+    pub default_cache_control: Option<String>,
+}
+
+/// `[[static.NAME.cache]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheSection {
+    pub extensions: Vec<String>,
+    pub cache_control: String,
+}
+
+/// `[upstream.NAME]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamSection {
+    pub servers: Vec<String>,
+    pub balance: Option<String>,
+    pub hash_key: Option<String>,
+    pub connect_timeout: Option<String>,
+    pub read_timeout: Option<String>,
+    pub write_timeout: Option<String>,
+    pub idle_timeout: Option<String>,
+    pub retries: Option<i64>,
+    pub health: Option<HealthSection>,
+}
+
+/// `[upstream.NAME.health]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthSection {
+    pub path: Option<String>,
+    pub interval: Option<String>,
+    pub timeout: Option<String>,
+    pub healthy_threshold: Option<i64>,
+    pub unhealthy_threshold: Option<i64>,
+}
+
+/// `[rate_limit.NAME]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitSection {
+    pub key: Option<String>,
+    pub rate: f64,
+    pub burst: Option<i64>,
+}

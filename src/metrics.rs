@@ -1,0 +1,187 @@
+//! Prometheus metrics with the names of SPEC.md, in one registry of our own.
+//!
+//! Label values are bounded: `route` is the configured prefix, `method` one of
+//! the standard methods or `OTHER`, `status` the numeric code, `server` the
+//! configured address. Metrics are process-wide, so they survive reloads.
+
+use std::sync::LazyLock;
+
+use prometheus::{
+    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+/// Histogram buckets for an edge proxy, in seconds: 0.5 ms to 30 s.
+pub const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// All of Gatehouse's metrics.
+pub struct Metrics {
+    pub registry: Registry,
+    pub requests: IntCounterVec,
+    pub request_duration: HistogramVec,
+    pub upstream_requests: IntCounterVec,
+    pub upstream_duration: HistogramVec,
+    pub upstream_healthy: IntGaugeVec,
+    pub rate_limited: IntCounterVec,
+    pub config_reloads: IntCounterVec,
+    pub last_reload_success: Gauge,
+    pub access_log_dropped: IntCounter,
+}
+
+fn build() -> Result<Metrics, prometheus::Error> {
+    let registry = Registry::new();
+    let counter =
+        |name: &str, help: &str, labels: &[&str]| -> Result<IntCounterVec, prometheus::Error> {
+            let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+            registry.register(Box::new(c.clone()))?;
+            Ok(c)
+        };
+    let histogram =
+        |name: &str, help: &str, labels: &[&str]| -> Result<HistogramVec, prometheus::Error> {
+            let h = HistogramVec::new(
+                HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec()),
+                labels,
+            )?;
+            registry.register(Box::new(h.clone()))?;
+            Ok(h)
+        };
+    let requests = counter(
+        "gatehouse_requests_total",
+        "Requests answered, by route prefix, method and status.",
+        &["route", "method", "status"],
+    )?;
+    let request_duration = histogram(
+        "gatehouse_request_duration_seconds",
+        "Time from request start to the end of the response, by route prefix.",
+        &["route"],
+    )?;
+    let upstream_requests = counter(
+        "gatehouse_upstream_requests_total",
+        "Responses received from upstream servers, by pool, server and status.",
+        &["upstream", "server", "status"],
+    )?;
+    let upstream_duration = histogram(
+        "gatehouse_upstream_duration_seconds",
+        "Time from picking an upstream server to the end of its response, by pool.",
+        &["upstream"],
+    )?;
+    let upstream_healthy = IntGaugeVec::new(
+        Opts::new(
+            "gatehouse_upstream_server_healthy",
+            "1 while the server is in rotation, 0 while health checks keep it out.",
+        ),
+        &["upstream", "server"],
+    )?;
+    registry.register(Box::new(upstream_healthy.clone()))?;
+    let rate_limited = counter(
+        "gatehouse_rate_limited_total",
+        "Requests refused with 429, by limit name.",
+        &["limit"],
+    )?;
+    let config_reloads = counter(
+        "gatehouse_config_reloads_total",
+        "Config reloads, by result (ok or error).",
+        &["result"],
+    )?;
+    let last_reload_success = Gauge::new(
+        "gatehouse_config_last_reload_success_timestamp_seconds",
+        "Unix time of the last config load or reload that succeeded.",
+    )?;
+    registry.register(Box::new(last_reload_success.clone()))?;
+    let access_log_dropped = IntCounter::new(
+        "gatehouse_access_log_dropped_total",
+        "Access log lines dropped because the sink could not keep up.",
+    )?;
+    registry.register(Box::new(access_log_dropped.clone()))?;
+    Ok(Metrics {
+        registry,
+        requests,
+        request_duration,
+        upstream_requests,
+        upstream_duration,
+        upstream_healthy,
+        rate_limited,
+        config_reloads,
+        last_reload_success,
+        access_log_dropped,
+    })
+}
+
+static METRICS: LazyLock<Option<Metrics>> = LazyLock::new(|| match build() {
+    Ok(m) => Some(m),
+    Err(e) => {
+        log::error!("metrics disabled: {e}");
+        None
+    }
+});
+
+/// The metrics, when the registry could be built (it always can with these names).
+pub fn get() -> Option<&'static Metrics> {
+    METRICS.as_ref()
+}
+
+/// A bounded `method` label.
+pub fn method_label(method: &http::Method) -> &'static str {
+    match *method {
+        http::Method::GET => "GET",
+        http::Method::HEAD => "HEAD",
+        http::Method::POST => "POST",
+        http::Method::PUT => "PUT",
+        http::Method::DELETE => "DELETE",
+        http::Method::PATCH => "PATCH",
+        http::Method::OPTIONS => "OPTIONS",
+        http::Method::CONNECT => "CONNECT",
+        http::Method::TRACE => "TRACE",
+        _ => "OTHER",
+    }
+}
+
+/// Sets the health gauge of one server.
+pub fn set_backend_health(upstream: &str, server: &str, healthy: bool) {
+    if let Some(m) = get() {
+        m.upstream_healthy
+            .with_label_values(&[upstream, server])
+            .set(i64::from(healthy));
+    }
+}
+
+/// Drops the health gauge of a server a reload removed.
+pub fn remove_backend(upstream: &str, server: &str) {
+    if let Some(m) = get() {
+        let _ = m.upstream_healthy.remove_label_values(&[upstream, server]);
+    }
+}
+
+/// Counts a config load or reload.
+pub fn record_reload(ok: bool) {
+    if let Some(m) = get() {
+        m.config_reloads
+            .with_label_values(&[if ok { "ok" } else { "error" }])
+            .inc();
+        if ok {
+            m.last_reload_success.set(crate::state::unix_now());
+        }
+    }
+}
+
+/// Counts a request refused by a limit.
+pub fn record_rate_limited(limit: &str) {
+    if let Some(m) = get() {
+        m.rate_limited.with_label_values(&[limit]).inc();
+    }
+}
+
+/// The Prometheus text exposition of every metric.
+pub fn render() -> String {
+    let Some(m) = get() else { return String::new() };
+    let mut out = Vec::new();
+    if TextEncoder::new()
+        .encode(&m.registry.gather(), &mut out)
+        .is_err()
+    {
+        return String::new();
+    }
+    String::from_utf8(out).unwrap_or_default()
+}

@@ -1,0 +1,249 @@
+//! Active health checks: `GET path` to each server every `interval`.
+//!
+//! A server leaves rotation after `unhealthy_threshold` consecutive failures and
+//! comes back after `healthy_threshold` consecutive passes; a pass is a 2xx
+//! answer within `timeout`. [`HealthService`] runs one task per pool of the
+//! current config and restarts them when a reload swaps the config; because
+//! server state is carried across reloads ([`super::Pool::new`]), a restart
+//! keeps every server's health.
+
+use async_trait::async_trait;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::task::JoinSet;
+
+use super::{Backend, Pool};
+use crate::config::runtime::HealthCheck;
+use crate::state::State;
+
+/// Largest health check response head read (bytes).
+const MAX_HEAD: usize = 16 * 1024;
+
+/// Why a check failed.
+#[derive(Debug, PartialEq, Eq)]
+pub enum CheckError {
+    Timeout,
+    Connect(String),
+    Io(String),
+    BadResponse,
+    Status(u16),
+}
+
+impl std::fmt::Display for CheckError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CheckError::Timeout => write!(f, "timed out"),
+            CheckError::Connect(e) => write!(f, "connect failed: {e}"),
+            CheckError::Io(e) => write!(f, "i/o error: {e}"),
+            CheckError::BadResponse => write!(f, "not an HTTP response"),
+            CheckError::Status(s) => write!(f, "status {s}"),
+        }
+    }
+}
+
+/// One check of one server.
+pub async fn check(addr: SocketAddr, hc: &HealthCheck) -> Result<(), CheckError> {
+    match tokio::time::timeout(hc.timeout, exchange(addr, &hc.path)).await {
+        Err(_) => Err(CheckError::Timeout),
+        Ok(Ok(status)) if (200..300).contains(&status) => Ok(()),
+        Ok(Ok(status)) => Err(CheckError::Status(status)),
+        Ok(Err(e)) => Err(e),
+    }
+}
+
+async fn exchange(addr: SocketAddr, path: &str) -> Result<u16, CheckError> {
+    let mut stream = TcpStream::connect(addr)
+        .await
+        .map_err(|e| CheckError::Connect(e.to_string()))?;
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: gatehouse-health-check\r\nConnection: close\r\n\r\n"
+    );
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .map_err(|e| CheckError::Io(e.to_string()))?;
+    let mut buf = Vec::with_capacity(512);
+    loop {
+        let mut chunk = [0u8; 1024];
+        let n = stream
+            .read(&mut chunk)
+            .await
+            .map_err(|e| CheckError::Io(e.to_string()))?;
+        if n == 0 {
+            return Err(CheckError::BadResponse);
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let mut resp = httparse::Response::new(&mut headers);
+        match resp.parse(&buf) {
+            Ok(httparse::Status::Complete(_)) => return resp.code.ok_or(CheckError::BadResponse),
+            Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => continue,
+            _ => return Err(CheckError::BadResponse),
+        }
+    }
+}
+
+/// Records a check result; flips the server after enough consecutive results.
+/// Returns the new health when it changed.
+pub fn record(
+    backend: &Backend,
+    hc: &HealthCheck,
+    result: &Result<(), CheckError>,
+) -> Option<bool> {
+    if result.is_ok() {
+        backend.fails.store(0, Ordering::Relaxed);
+        let passes = backend
+            .passes
+            .fetch_add(1, Ordering::Relaxed)
+            .saturating_add(1);
+        // A server never seen healthy (added by a reload) joins on its first pass.
+        let needed = if backend.pending.load(Ordering::Relaxed) {
+            1
+        } else {
+            hc.healthy_threshold
+        };
+        if passes >= needed {
+            backend.pending.store(false, Ordering::Relaxed);
+            return backend.set_healthy(true).then_some(true);
+        }
+        None
+    } else {
+        backend.passes.store(0, Ordering::Relaxed);
+        let fails = backend
+            .fails
+            .fetch_add(1, Ordering::Relaxed)
+            .saturating_add(1);
+        (fails >= hc.unhealthy_threshold && backend.set_healthy(false)).then_some(false)
+    }
+}
+
+/// Checks every server of `pool` forever, every `interval`.
+async fn watch_pool(pool: Arc<Pool>, hc: HealthCheck, state: Arc<State>) {
+    let mut ticker = tokio::time::interval(hc.interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let mut checks = JoinSet::new();
+        for backend in &pool.backends {
+            let backend = backend.clone();
+            let hc = hc.clone();
+            checks.spawn(async move {
+                let result = check(backend.addr, &hc).await;
+                (backend, result)
+            });
+        }
+        while let Some(done) = checks.join_next().await {
+            let Ok((backend, result)) = done else {
+                continue;
+            };
+            let changed = record(&backend, &hc, &result);
+            if let Some(healthy) = changed {
+                state.on_health_change(&pool, &backend, healthy, result.err());
+            }
+        }
+    }
+}
+
+/// Runs the health checks of the current config, restarting them on reload.
+pub struct HealthService {
+    pub state: Arc<State>,
+}
+
+#[async_trait]
+impl BackgroundService for HealthService {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut reloads = self.state.subscribe();
+        loop {
+            let runtime = self.state.current();
+            let mut tasks = JoinSet::new();
+            for pool in runtime.pools.values() {
+                if let Some(hc) = pool.config.health.clone() {
+                    tasks.spawn(watch_pool(pool.clone(), hc, self.state.clone()));
+                }
+            }
+            drop(runtime);
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                changed = reloads.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                }
+            }
+            tasks.abort_all();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn hc(up: u32, down: u32) -> HealthCheck {
+        HealthCheck {
+            path: "/".into(),
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_millis(200),
+            healthy_threshold: up,
+            unhealthy_threshold: down,
+        }
+    }
+
+    #[test]
+    fn thresholds_debounce_flips() {
+        let b = Backend::new(SocketAddr::from(([127, 0, 0, 1], 1)), true);
+        let h = hc(2, 3);
+        let fail = Err(CheckError::Status(500));
+        assert_eq!(record(&b, &h, &fail), None);
+        assert_eq!(record(&b, &h, &fail), None);
+        assert_eq!(
+            record(&b, &h, &Ok(())),
+            None,
+            "a pass resets the failure count"
+        );
+        assert_eq!(record(&b, &h, &fail), None);
+        assert_eq!(record(&b, &h, &fail), None);
+        assert_eq!(record(&b, &h, &fail), Some(false));
+        assert_eq!(record(&b, &h, &Ok(())), None);
+        assert_eq!(record(&b, &h, &Ok(())), Some(true));
+    }
+
+    #[tokio::test]
+    async fn checks_real_servers() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut n = 0;
+            while let Ok((mut s, _)) = listener.accept().await {
+                n += 1;
+                let mut buf = [0u8; 1024];
+                let _ = s.read(&mut buf).await;
+                let status = if n == 1 {
+                    "200 OK"
+                } else {
+                    "503 Service Unavailable"
+                };
+                let _ = s
+                    .write_all(format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\n\r\n").as_bytes())
+                    .await;
+            }
+        });
+        let h = hc(1, 1);
+        assert_eq!(check(addr, &h).await, Ok(()));
+        assert_eq!(check(addr, &h).await, Err(CheckError::Status(503)));
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        assert!(matches!(
+            check(closed, &h).await,
+            Err(CheckError::Connect(_))
+        ));
+    }
+}

@@ -1,0 +1,514 @@
+//! The Pingora `ProxyHttp` implementation: one request's path through Gatehouse.
+//!
+//! ```text
+//! request_filter        snapshot → request id → client ip → redirect → host
+//!                       → route → rate limits → body size → static | pool
+//! upstream_peer         pick a healthy server not tried yet (retries land here again)
+//! fail_to_connect       retry on another server while `retries` allow
+//! upstream_request_filter  strip prefix, forwarding headers
+//! response_filter       [headers], HSTS, X-Request-Id, RateLimit-*
+//! fail_to_proxy         502 / 503 / 504 as short JSON
+//! logging               metrics, access log
+//! ```
+
+pub mod headers;
+pub mod redirect;
+pub mod respond;
+pub mod upstream;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::upstreams::peer::HttpPeer;
+use pingora::{Error, ErrorType};
+
+use crate::access_log;
+use crate::config::runtime::{Route, Target};
+use crate::metrics;
+use crate::pool::{InFlight, Pool};
+use crate::rate_limit::Decision;
+use crate::state::{Runtime, State};
+
+/// The proxy. Cheap to clone; all state is in [`State`].
+pub struct Gatehouse {
+    pub state: Arc<State>,
+}
+
+/// Per-request state, alive from the first filter to `logging`.
+pub struct Ctx {
+    pub start: Instant,
+    /// The config snapshot this request uses from start to end.
+    pub rt: Option<Arc<Runtime>>,
+    /// Index of the matched route in the route table.
+    pub route: Option<usize>,
+    pub tls: bool,
+    pub request_id: String,
+    pub peer_ip: Option<IpAddr>,
+    pub client_ip: Option<IpAddr>,
+    pub pool: Option<Arc<Pool>>,
+    /// Servers already tried for this request.
+    pub tried: Vec<SocketAddr>,
+    pub in_flight: Option<InFlight>,
+    pub upstream_start: Option<Instant>,
+    pub upstream_status: Option<u16>,
+    /// The most restrictive rate-limit decision, for the `RateLimit-*` headers.
+    pub rate: Option<Decision>,
+    /// Request body bytes seen so far, against `max_body`.
+    pub body_seen: u64,
+    pub max_body: u64,
+    /// The status sent to the client (0 when none could be sent).
+    pub status: u16,
+}
+
+impl Ctx {
+    fn new() -> Self {
+        Ctx {
+            start: Instant::now(),
+            rt: None,
+            route: None,
+            tls: false,
+            request_id: String::new(),
+            peer_ip: None,
+            client_ip: None,
+            pool: None,
+            tried: Vec::new(),
+            in_flight: None,
+            upstream_start: None,
+            upstream_status: None,
+            rate: None,
+            body_seen: 0,
+            max_body: u64::MAX,
+            status: 0,
+        }
+    }
+
+    /// The matched route.
+    pub fn route(&self) -> Option<&Route> {
+        let rt = self.rt.as_ref()?;
+        rt.config.routes.get(self.route?)
+    }
+
+    /// Adds `RateLimit-Limit`, `-Remaining`, `-Reset` when a limit applied.
+    pub fn add_rate_headers(&self, header: &mut ResponseHeader) -> pingora::Result<()> {
+        if let Some(d) = &self.rate {
+            header.insert_header("ratelimit-limit", d.limit.to_string())?;
+            header.insert_header("ratelimit-remaining", d.remaining.to_string())?;
+            header.insert_header("ratelimit-reset", d.reset_secs.to_string())?;
+        }
+        Ok(())
+    }
+}
+
+/// What a request-filter stage decided.
+enum Step {
+    /// Go on to the next stage.
+    Next,
+    /// A response was written; stop.
+    Done,
+}
+
+fn is_tls(session: &Session) -> bool {
+    session
+        .digest()
+        .and_then(|d| d.ssl_digest.as_ref())
+        .is_some()
+}
+
+/// The request's host: the `Host` header, or the URI authority (HTTP/2).
+fn request_host(req: &RequestHeader) -> Option<&str> {
+    match req.headers.get(http::header::HOST) {
+        Some(h) => h.to_str().ok(),
+        None => req.uri.authority().map(|a| a.as_str()),
+    }
+}
+
+impl Gatehouse {
+    /// Plain listener with `redirect_to_https`: 301, or 400 for an unusable Host.
+    async fn redirect_stage(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        rt: &Runtime,
+    ) -> pingora::Result<Step> {
+        let Some(http) = rt
+            .config
+            .http
+            .as_ref()
+            .filter(|h| h.redirect_to_https && !ctx.tls)
+        else {
+            return Ok(Step::Next);
+        };
+        let req = session.req_header();
+        let pq = req.uri.path_and_query().map_or("/", |p| p.as_str());
+        let location =
+            request_host(req).and_then(|h| redirect::https_location(h, http.https_port, pq));
+        match location {
+            Some(loc) => respond::send_redirect(session, ctx, &loc).await?,
+            None => respond::send_error(session, ctx, 400).await?,
+        }
+        Ok(Step::Done)
+    }
+
+    /// HTTP/1.1 requires a Host; a malformed one is refused too.
+    async fn host_stage(&self, session: &mut Session, ctx: &mut Ctx) -> pingora::Result<Step> {
+        let req = session.req_header();
+        let host_ok = match request_host(req) {
+            Some(h) => redirect::host_without_port(h).is_some(),
+            None => req.version == http::Version::HTTP_10,
+        };
+        if host_ok {
+            Ok(Step::Next)
+        } else {
+            respond::send_error(session, ctx, 400).await?;
+            Ok(Step::Done)
+        }
+    }
+
+    async fn route_stage(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        rt: &Runtime,
+    ) -> pingora::Result<Step> {
+        match rt.config.routes.find_index(session.req_header().uri.path()) {
+            Some(i) => {
+                ctx.route = Some(i);
+                Ok(Step::Next)
+            }
+            None => {
+                respond::send_error(session, ctx, 404).await?;
+                Ok(Step::Done)
+            }
+        }
+    }
+
+    async fn rate_limit_stage(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        rt: &Runtime,
+    ) -> pingora::Result<Step> {
+        let Some(route) = ctx.route.and_then(|i| rt.config.routes.get(i)) else {
+            return Ok(Step::Next);
+        };
+        for name in &route.rate_limits {
+            let Some(limiter) = rt.limiters.get(name) else {
+                continue;
+            };
+            let key = limiter.key_for(ctx.client_ip, &session.req_header().headers);
+            let decision = limiter.check(&key);
+            if !decision.allowed {
+                metrics::record_rate_limited(name);
+                let retry_after = decision.reset_secs.to_string();
+                ctx.rate = Some(decision);
+                respond::send_error_with(
+                    session,
+                    ctx,
+                    429,
+                    &[(http::header::RETRY_AFTER, retry_after)],
+                )
+                .await?;
+                return Ok(Step::Done);
+            }
+            if ctx
+                .rate
+                .as_ref()
+                .is_none_or(|d| decision.remaining < d.remaining)
+            {
+                ctx.rate = Some(decision);
+            }
+        }
+        Ok(Step::Next)
+    }
+
+    async fn body_size_stage(&self, session: &mut Session, ctx: &mut Ctx) -> pingora::Result<Step> {
+        let max = ctx.route().map_or(u64::MAX, |r| r.max_body_size);
+        ctx.max_body = max;
+        let declared = session
+            .req_header()
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > max) {
+            respond::send_error(session, ctx, 413).await?;
+            return Ok(Step::Done);
+        }
+        Ok(Step::Next)
+    }
+
+    async fn target_stage(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        rt: &Runtime,
+    ) -> pingora::Result<Step> {
+        let Some(route) = ctx.route.and_then(|i| rt.config.routes.get(i)) else {
+            return Ok(Step::Next);
+        };
+        match &route.target {
+            Target::Static(name) => {
+                let Some(site) = rt.sites.get(name) else {
+                    respond::send_error(session, ctx, 404).await?;
+                    return Ok(Step::Done);
+                };
+                let req = session.req_header();
+                let path = req.uri.path();
+                let stripped;
+                let path = if route.strip_prefix {
+                    stripped = route.upstream_path(path);
+                    stripped.as_str()
+                } else {
+                    path
+                };
+                let mut reply = site.respond(&req.method, path, &req.headers).await;
+                headers::decorate(&mut reply.header, &rt.config, ctx.tls, &ctx.request_id)?;
+                ctx.add_rate_headers(&mut reply.header)?;
+                ctx.status = reply.header.status.as_u16();
+                crate::static_files::write_reply(session, reply).await?;
+                Ok(Step::Done)
+            }
+            Target::Upstream(name) => {
+                let pool = rt.pools.get(name).cloned();
+                if !pool.as_ref().is_some_and(|p| p.any_healthy()) {
+                    respond::send_error(session, ctx, 503).await?;
+                    return Ok(Step::Done);
+                }
+                ctx.pool = pool;
+                Ok(Step::Next)
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Gatehouse {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx::new()
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> pingora::Result<bool> {
+        let rt = self.state.current();
+        ctx.rt = Some(rt.clone());
+        ctx.tls = is_tls(session);
+        let req = session.req_header();
+        ctx.request_id = headers::request_id(req.headers.get(headers::X_REQUEST_ID));
+        ctx.peer_ip = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        ctx.client_ip = headers::client_ip(
+            ctx.peer_ip,
+            req.headers
+                .get(headers::X_FORWARDED_FOR)
+                .map(|v| v.as_bytes()),
+            &rt.config.server.trusted_proxies,
+        );
+
+        if let Step::Done = self.redirect_stage(session, ctx, &rt).await? {
+            return Ok(true);
+        }
+        if let Step::Done = self.host_stage(session, ctx).await? {
+            return Ok(true);
+        }
+        if let Step::Done = self.route_stage(session, ctx, &rt).await? {
+            return Ok(true);
+        }
+        if let Step::Done = self.rate_limit_stage(session, ctx, &rt).await? {
+            return Ok(true);
+        }
+        if let Step::Done = self.body_size_stage(session, ctx).await? {
+            return Ok(true);
+        }
+        if let Step::Done = self.target_stage(session, ctx, &rt).await? {
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> pingora::Result<()> {
+        if let Some(chunk) = body {
+            ctx.body_seen = ctx.body_seen.saturating_add(chunk.len() as u64);
+            if ctx.body_seen > ctx.max_body {
+                return Error::e_explain(
+                    ErrorType::HTTPStatus(413),
+                    "request body over max_body_size",
+                );
+            }
+        }
+        Ok(())
+    }
+
+    async fn upstream_peer(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+    ) -> pingora::Result<Box<HttpPeer>> {
+        let Some(pool) = ctx.pool.clone() else {
+            return Error::e_explain(ErrorType::HTTPStatus(503), "no pool for this route");
+        };
+        let key = if pool.config.balance == crate::config::runtime::Balance::ConsistentHash {
+            upstream::hash_key(&pool.config.hash_key, ctx.client_ip, session.req_header())
+        } else {
+            Vec::new()
+        };
+        let Some(backend) = pool.select(&key, &ctx.tried) else {
+            // Nothing healthy is left: 503 before any attempt, 502 after failed ones.
+            let status = if ctx.tried.is_empty() { 503 } else { 502 };
+            return Error::e_explain(
+                ErrorType::HTTPStatus(status),
+                "no healthy upstream server left to try",
+            );
+        };
+        ctx.tried.push(backend.addr);
+        let peer = upstream::peer(&backend, &pool.config);
+        ctx.in_flight = Some(InFlight::new(backend));
+        ctx.upstream_start = Some(Instant::now());
+        Ok(Box::new(peer))
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        peer: &HttpPeer,
+        ctx: &mut Ctx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        let retries = ctx.pool.as_ref().map_or(0, |p| p.config.retries);
+        if ctx.tried.len() <= retries {
+            e.set_retry(true);
+        }
+        if let Some(pool) = &ctx.pool {
+            log::warn!("upstream {}: connect to {peer} failed: {e}", pool.name());
+        }
+        e
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut Ctx,
+    ) -> pingora::Result<()> {
+        if let Some(route) = ctx.route().filter(|r| r.strip_prefix) {
+            let pq = upstream_request
+                .uri
+                .path_and_query()
+                .map_or("/", |p| p.as_str());
+            let new_path = route.upstream_path(pq);
+            let uri = new_path.parse::<http::Uri>().map_err(|e| {
+                Error::because(ErrorType::HTTPStatus(400), "path after strip_prefix", e)
+            })?;
+            upstream_request.set_uri(uri);
+        }
+        let host = request_host(session.req_header()).map(str::to_owned);
+        if upstream_request.headers.get(http::header::HOST).is_none() {
+            if let Some(h) = &host {
+                upstream_request.insert_header(http::header::HOST, h.as_str())?;
+            }
+        }
+        headers::set_forwarding(
+            upstream_request,
+            ctx.client_ip,
+            ctx.peer_ip,
+            ctx.tls,
+            host.as_deref(),
+            &ctx.request_id,
+        )
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> pingora::Result<()> {
+        ctx.upstream_status = Some(upstream_response.status.as_u16());
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> pingora::Result<()> {
+        if let Some(rt) = &ctx.rt {
+            headers::decorate(upstream_response, &rt.config, ctx.tls, &ctx.request_id)?;
+        }
+        ctx.add_rate_headers(upstream_response)?;
+        ctx.status = upstream_response.status.as_u16();
+        Ok(())
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        let status = upstream::status_for(e);
+        if status > 0 && session.response_written().is_none() {
+            if let Err(write_err) = respond::send_error(session, ctx, status).await {
+                log::debug!("could not send the {status} error: {write_err}");
+            }
+        }
+        if ctx.upstream_status.is_none() && ctx.in_flight.is_some() && status >= 500 {
+            ctx.upstream_status = Some(status);
+        }
+        ctx.status = session
+            .response_written()
+            .map_or(status, |r| r.status.as_u16());
+        FailToProxy {
+            error_code: status,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        if ctx.status == 0 {
+            ctx.status = session.response_written().map_or(0, |r| r.status.as_u16());
+        }
+        let elapsed = ctx.start.elapsed();
+        let route = ctx.route().map_or("none", |r| r.prefix.as_str());
+        let method = metrics::method_label(&session.req_header().method);
+        if let Some(m) = metrics::get() {
+            let status = status_label(ctx.status);
+            m.requests.with_label_values(&[route, method, status]).inc();
+            m.request_duration
+                .with_label_values(&[route])
+                .observe(elapsed.as_secs_f64());
+            if let (Some(pool), Some(flight)) = (&ctx.pool, &ctx.in_flight) {
+                let upstream_status = status_label(ctx.upstream_status.unwrap_or(ctx.status));
+                m.upstream_requests
+                    .with_label_values(&[pool.name(), &flight.backend().label, upstream_status])
+                    .inc();
+                if let Some(t) = ctx.upstream_start {
+                    m.upstream_duration
+                        .with_label_values(&[pool.name()])
+                        .observe(t.elapsed().as_secs_f64());
+                }
+            }
+        }
+        access_log::record(session, e, ctx, elapsed);
+        // Release the in-flight slot now rather than when the context is dropped.
+        ctx.in_flight = None;
+    }
+}
+
+/// A `status` label without an allocation per request.
+fn status_label(status: u16) -> &'static str {
+    static LABELS: std::sync::LazyLock<Vec<String>> =
+        std::sync::LazyLock::new(|| (0..600).map(|n: u16| n.to_string()).collect());
+    LABELS
+        .get(usize::from(status))
+        .map_or("other", String::as_str)
+}

@@ -1,0 +1,104 @@
+//! The plain listener's redirect to HTTPS.
+//!
+//! The Location is built from the request's own `Host` (its port dropped) and
+//! the configured HTTPS port, so the redirect can only point at the host the
+//! client asked for. A missing or malformed Host gets 400 instead.
+
+/// The host part of a `Host` header value, without its port, when it is a
+/// plausible host name, IPv4 address or bracketed IPv6 address.
+pub fn host_without_port(host: &str) -> Option<&str> {
+    if host.is_empty() || host.len() > 255 {
+        return None;
+    }
+    let (name, port) = if let Some(rest) = host.strip_prefix('[') {
+        let end = rest.find(']')?;
+        let inside = &rest[..end];
+        if inside.is_empty()
+            || !inside
+                .chars()
+                .all(|c| c.is_ascii_hexdigit() || c == ':' || c == '.')
+        {
+            return None;
+        }
+        (&host[..end + 2], &rest[end + 1..])
+    } else {
+        match host.rfind(':') {
+            Some(i) => (&host[..i], &host[i..]),
+            None => (host, ""),
+        }
+    };
+    if !port.is_empty() {
+        let digits = port.strip_prefix(':')?;
+        if digits.is_empty() || digits.len() > 5 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+    }
+    let valid_name = name.starts_with('[')
+        || (!name.is_empty()
+            && !name.starts_with(['.', '-'])
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-'));
+    valid_name.then_some(name)
+}
+
+/// `https://host[:port]/path?query` for a redirect, or `None` for a bad Host.
+pub fn https_location(host: &str, https_port: u16, path_and_query: &str) -> Option<String> {
+    let name = host_without_port(host)?;
+    let path = if path_and_query.starts_with('/') {
+        path_and_query
+    } else {
+        "/"
+    };
+    Some(if https_port == 443 {
+        format!("https://{name}{path}")
+    } else {
+        format!("https://{name}:{https_port}{path}")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_path_and_query_and_swaps_port() {
+        assert_eq!(
+            https_location("example.com:8080", 8443, "/a/b?x=1").as_deref(),
+            Some("https://example.com:8443/a/b?x=1")
+        );
+        assert_eq!(
+            https_location("example.com", 443, "/").as_deref(),
+            Some("https://example.com/")
+        );
+        assert_eq!(
+            https_location("[::1]:8080", 8443, "/").as_deref(),
+            Some("https://[::1]:8443/")
+        );
+        assert_eq!(
+            https_location("127.0.0.1", 8443, "/x").as_deref(),
+            Some("https://127.0.0.1:8443/x")
+        );
+    }
+
+    #[test]
+    fn refuses_hosts_that_could_redirect_elsewhere() {
+        for bad in [
+            "",
+            "evil.com/x",
+            "a b",
+            "user@evil.com",
+            "evil.com:80:80",
+            "evil.com:",
+            "evil.com:http",
+            "[::1",
+            "[evil.com]",
+            ".evil.com",
+            "evil.com\\x",
+            "evil.com?",
+            "evil.com#",
+        ] {
+            assert_eq!(https_location(bad, 8443, "/"), None, "{bad:?}");
+        }
+    }
+}

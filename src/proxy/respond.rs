@@ -1,0 +1,112 @@
+//! Responses Gatehouse writes itself: short JSON errors and redirects.
+//!
+//! Every status Gatehouse produces is mapped to its error name here, in one
+//! place, and every such response goes through [`super::headers::decorate`].
+
+use bytes::Bytes;
+use pingora::http::ResponseHeader;
+use pingora::proxy::Session;
+
+use super::{headers, Ctx};
+
+/// The `error` field of a JSON error for a status.
+pub fn error_name(status: u16) -> &'static str {
+    match status {
+        400 => "bad_request",
+        403 => "forbidden",
+        404 => "not_found",
+        405 => "method_not_allowed",
+        408 => "request_timeout",
+        411 => "length_required",
+        413 => "payload_too_large",
+        414 => "uri_too_long",
+        416 => "range_not_satisfiable",
+        421 => "misdirected_request",
+        429 => "rate_limited",
+        431 => "request_header_fields_too_large",
+        500 => "internal_error",
+        502 => "bad_gateway",
+        503 => "service_unavailable",
+        504 => "gateway_timeout",
+        s if s >= 500 => "server_error",
+        _ => "client_error",
+    }
+}
+
+/// `{"error":"rate_limited","status":429,"request_id":"..."}`
+pub fn error_body(status: u16, request_id: &str) -> Bytes {
+    let body = serde_json::json!({
+        "error": error_name(status),
+        "status": status,
+        "request_id": request_id,
+    });
+    Bytes::from(body.to_string())
+}
+
+/// Writes a decorated response with `body`; HEAD gets the headers only.
+pub async fn send(
+    session: &mut Session,
+    ctx: &mut Ctx,
+    mut header: ResponseHeader,
+    body: Bytes,
+) -> pingora::Result<()> {
+    header.insert_header(http::header::CONTENT_LENGTH, body.len())?;
+    if let Some(rt) = &ctx.rt {
+        headers::decorate(&mut header, &rt.config, ctx.tls, &ctx.request_id)?;
+    }
+    ctx.add_rate_headers(&mut header)?;
+    ctx.status = header.status.as_u16();
+    let head_only = session.req_header().method == http::Method::HEAD || body.is_empty();
+    session
+        .write_response_header(Box::new(header), head_only)
+        .await?;
+    if !head_only {
+        session.write_response_body(Some(body), true).await?;
+    }
+    Ok(())
+}
+
+/// Writes a JSON error response.
+pub async fn send_error(session: &mut Session, ctx: &mut Ctx, status: u16) -> pingora::Result<()> {
+    send_error_with(session, ctx, status, &[]).await
+}
+
+/// Writes a JSON error response with extra headers.
+pub async fn send_error_with(
+    session: &mut Session,
+    ctx: &mut Ctx,
+    status: u16,
+    extra: &[(http::HeaderName, String)],
+) -> pingora::Result<()> {
+    let mut header = ResponseHeader::build(status, Some(4))?;
+    header.insert_header(http::header::CONTENT_TYPE, "application/json")?;
+    header.insert_header(http::header::CACHE_CONTROL, "no-store")?;
+    for (name, value) in extra {
+        header.insert_header(name.clone(), value.as_str())?;
+    }
+    if status == 400 || status == 413 || status == 431 {
+        // The rest of the request cannot be trusted to be framed as we think.
+        header.insert_header(http::header::CONNECTION, "close")?;
+        session.set_keepalive(None);
+    }
+    let body = error_body(status, &ctx.request_id);
+    send(session, ctx, header, body).await
+}
+
+/// Writes a 301 to `location`.
+pub async fn send_redirect(
+    session: &mut Session,
+    ctx: &mut Ctx,
+    location: &str,
+) -> pingora::Result<()> {
+    let mut header = ResponseHeader::build(301, Some(3))?;
+    header.insert_header(http::header::LOCATION, location)?;
+    header.insert_header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
+    send(
+        session,
+        ctx,
+        header,
+        Bytes::from_static(b"Moved Permanently\n"),
+    )
+    .await
+}

@@ -1,0 +1,103 @@
+//! The upstream side of a request: the peer to connect to, the consistent-hash
+//! key, and how upstream failures map to a status.
+
+use std::net::IpAddr;
+
+use pingora::upstreams::peer::HttpPeer;
+use pingora::{Error, ErrorSource, ErrorType};
+
+use crate::config::runtime::{HashKey, Upstream};
+use crate::pool::Backend;
+
+/// The peer for one attempt on `backend`, with the pool's timeouts.
+pub fn peer(backend: &Backend, cfg: &Upstream) -> HttpPeer {
+    let mut peer = HttpPeer::new(backend.addr, false, String::new());
+    peer.options.connection_timeout = Some(cfg.connect_timeout);
+    peer.options.read_timeout = Some(cfg.read_timeout);
+    peer.options.write_timeout = Some(cfg.write_timeout);
+    peer.options.idle_timeout = Some(cfg.idle_timeout);
+    peer
+}
+
+/// The bytes `consistent_hash` hashes for this request.
+pub fn hash_key(
+    key: &HashKey,
+    client_ip: Option<IpAddr>,
+    req: &pingora::http::RequestHeader,
+) -> Vec<u8> {
+    match key {
+        HashKey::ClientIp => client_ip
+            .map(|ip| ip.to_string().into_bytes())
+            .unwrap_or_default(),
+        HashKey::Path => req.uri.path().as_bytes().to_vec(),
+        HashKey::Header(name) => req
+            .headers
+            .get(name)
+            .map(|v| v.as_bytes().to_vec())
+            .unwrap_or_default(),
+        HashKey::Cookie(name) => cookie(req, name).map(<[u8]>::to_vec).unwrap_or_default(),
+    }
+}
+
+/// The value of cookie `name` in the request's `Cookie` headers.
+fn cookie<'a>(req: &'a pingora::http::RequestHeader, name: &str) -> Option<&'a [u8]> {
+    req.headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .find_map(|v| {
+            v.as_bytes().split(|&b| b == b';').find_map(|pair| {
+                let pair = pair.trim_ascii();
+                let eq = pair.iter().position(|&b| b == b'=')?;
+                (pair[..eq].trim_ascii() == name.as_bytes()).then(|| pair[eq + 1..].trim_ascii())
+            })
+        })
+}
+
+/// The status for a request that failed while proxying.
+///
+/// 0 means the client is gone and no response can be written.
+pub fn status_for(e: &Error) -> u16 {
+    match e.etype() {
+        ErrorType::HTTPStatus(code) => *code,
+        ErrorType::ConnectTimedout => 504,
+        ErrorType::ReadTimedout | ErrorType::WriteTimedout
+            if *e.esource() == ErrorSource::Upstream =>
+        {
+            504
+        }
+        _ => match e.esource() {
+            ErrorSource::Upstream => 502,
+            ErrorSource::Downstream => match e.etype() {
+                ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
+                ErrorType::ReadTimedout => 408,
+                _ => 400,
+            },
+            ErrorSource::Internal | ErrorSource::Unset => 502,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cookie_values_are_found() {
+        let mut req = pingora::http::RequestHeader::build("GET", b"/", None).unwrap();
+        req.insert_header("cookie", "a=1; session=xyz ; b=2")
+            .unwrap();
+        assert_eq!(cookie(&req, "session"), Some(&b"xyz"[..]));
+        assert_eq!(cookie(&req, "missing"), None);
+    }
+
+    #[test]
+    fn timeouts_are_504_and_other_upstream_failures_502() {
+        let mut e = Error::new(ErrorType::ReadTimedout);
+        e.set_esource(ErrorSource::Upstream);
+        assert_eq!(status_for(&e), 504);
+        let mut e = Error::new(ErrorType::ConnectRefused);
+        e.set_esource(ErrorSource::Upstream);
+        assert_eq!(status_for(&e), 502);
+        assert_eq!(status_for(&Error::new(ErrorType::HTTPStatus(503))), 503);
+    }
+}

@@ -1,0 +1,265 @@
+//! The live state: the current [`Runtime`] behind an `ArcSwap`, and reloads.
+//!
+//! A [`Runtime`] is everything built from one validated config: the route
+//! table, static sites, upstream pools and rate limiters. Requests `load` one
+//! snapshot and keep it to the end; a reload builds the next runtime completely
+//! (carrying server health, pooled state and limiter buckets over), then swaps
+//! it in with one `store`.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use arc_swap::ArcSwap;
+use tokio::sync::watch;
+
+use crate::config::{self, Config, ConfigErrors};
+use crate::metrics;
+use crate::pool::health::CheckError;
+use crate::pool::{Backend, Pool};
+use crate::rate_limit::Limiters;
+use crate::static_files::Site;
+use crate::tls::{CertSet, SniResolver};
+
+/// Everything built from one config.
+pub struct Runtime {
+    pub config: Arc<Config>,
+    pub pools: HashMap<String, Arc<Pool>>,
+    pub sites: HashMap<String, Arc<Site>>,
+    pub limiters: Limiters,
+}
+
+impl Runtime {
+    /// Builds a runtime; state of servers and limits that `previous` shares is kept.
+    pub fn build(config: Config, previous: Option<&Runtime>) -> Runtime {
+        let pools = config
+            .upstreams
+            .iter()
+            .map(|(name, up)| {
+                let prev = previous.and_then(|p| p.pools.get(name)).map(Arc::as_ref);
+                (name.clone(), Arc::new(Pool::new(up.clone(), prev)))
+            })
+            .collect();
+        let sites = config
+            .statics
+            .iter()
+            .map(|(name, site)| (name.clone(), Arc::new(Site::new(site.clone()))))
+            .collect();
+        let limiters = Limiters::build(&config.rate_limits, previous.map(|p| &p.limiters));
+        Runtime {
+            config: Arc::new(config),
+            pools,
+            sites,
+            limiters,
+        }
+    }
+}
+
+/// What a successful reload changed that it could not apply.
+#[derive(Debug, Default)]
+pub struct ReloadReport {
+    /// Settings that need new sockets or threads: they take an upgrade (`run -u`).
+    pub needs_upgrade: Vec<String>,
+}
+
+/// The process-wide state shared by every service.
+pub struct State {
+    current: ArcSwap<Runtime>,
+    /// Bumped after every successful reload.
+    generation: watch::Sender<u64>,
+    /// The TLS listener's certificates, when there is one.
+    certs: Option<Arc<SniResolver>>,
+    config_path: PathBuf,
+    /// Set when a graceful shutdown starts; `/readyz` turns 503.
+    draining: std::sync::atomic::AtomicBool,
+}
+
+impl State {
+    /// State for a validated config; loads its certificates.
+    pub fn new(config: Config, config_path: &Path) -> Result<Arc<State>, crate::tls::TlsError> {
+        let certs = match &config.https {
+            Some(https) => Some(Arc::new(SniResolver::new(CertSet::load(https)?))),
+            None => None,
+        };
+        let runtime = Runtime::build(config, None);
+        for pool in runtime.pools.values() {
+            for b in &pool.backends {
+                metrics::set_backend_health(pool.name(), &b.label, b.is_healthy());
+            }
+        }
+        Ok(Arc::new(State {
+            current: ArcSwap::from_pointee(runtime),
+            generation: watch::channel(0).0,
+            certs,
+            config_path: config_path.to_path_buf(),
+            draining: std::sync::atomic::AtomicBool::new(false),
+        }))
+    }
+
+    /// The runtime requests should use now.
+    pub fn current(&self) -> Arc<Runtime> {
+        self.current.load_full()
+    }
+
+    /// The certificate resolver of the TLS listener.
+    pub fn cert_resolver(&self) -> Option<Arc<SniResolver>> {
+        self.certs.clone()
+    }
+
+    /// A receiver that changes after each successful reload.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.generation.subscribe()
+    }
+
+    pub fn config_path(&self) -> &Path {
+        &self.config_path
+    }
+
+    pub fn set_draining(&self) {
+        self.draining
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Re-reads the config file and swaps it in. On any error the running
+    /// config stays and the error is returned (and counted).
+    pub fn reload(&self) -> Result<ReloadReport, ConfigErrors> {
+        let result = self.try_reload();
+        match &result {
+            Ok(report) => {
+                metrics::record_reload(true);
+                for item in &report.needs_upgrade {
+                    log::warn!("reload: {item} changed; this takes a binary upgrade (run -u) and is ignored");
+                }
+                log::info!("reload: config {} applied", self.config_path.display());
+            }
+            Err(errors) => {
+                metrics::record_reload(false);
+                log::error!("reload rejected, the running config stays:\n{errors}");
+            }
+        }
+        result
+    }
+
+    fn try_reload(&self) -> Result<ReloadReport, ConfigErrors> {
+        let config = config::load(&self.config_path)?;
+        let old = self.current();
+        let report = ReloadReport {
+            needs_upgrade: needs_upgrade(&old.config, &config),
+        };
+        // Certificates first: a missing or broken file keeps the old set.
+        let certs = match (&config.https, &self.certs) {
+            (Some(https), Some(_)) => Some(CertSet::load(https).map_err(|e| {
+                ConfigErrors::single(Some(&self.config_path), format!("https: {e}"))
+            })?),
+            _ => None,
+        };
+        let runtime = Runtime::build(config, Some(&old));
+        if let (Some(resolver), Some(certs)) = (&self.certs, certs) {
+            resolver.replace(certs);
+        }
+        for pool in runtime.pools.values() {
+            for b in &pool.backends {
+                metrics::set_backend_health(pool.name(), &b.label, b.is_healthy());
+            }
+        }
+        for (name, pool) in &old.pools {
+            for b in &pool.backends {
+                let kept = runtime
+                    .pools
+                    .get(name)
+                    .is_some_and(|p| p.backends.iter().any(|n| n.addr == b.addr));
+                if !kept {
+                    metrics::remove_backend(name, &b.label);
+                }
+            }
+        }
+        self.current.store(Arc::new(runtime));
+        self.generation.send_modify(|g| *g += 1);
+        Ok(report)
+    }
+
+    /// Called by the health checker when a server flips.
+    pub fn on_health_change(
+        &self,
+        pool: &Pool,
+        backend: &Backend,
+        healthy: bool,
+        cause: Option<CheckError>,
+    ) {
+        metrics::set_backend_health(pool.name(), &backend.label, healthy);
+        match (healthy, cause) {
+            (true, _) => log::info!(
+                "upstream {}: server {} is healthy again",
+                pool.name(),
+                backend.label
+            ),
+            (false, Some(cause)) => log::warn!(
+                "upstream {}: server {} taken out of rotation: health check {cause}",
+                pool.name(),
+                backend.label
+            ),
+            (false, None) => log::warn!(
+                "upstream {}: server {} taken out of rotation",
+                pool.name(),
+                backend.label
+            ),
+        }
+    }
+}
+
+/// Settings a reload cannot apply because they need new sockets or threads.
+fn needs_upgrade(old: &Config, new: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    let http = |c: &Config| c.http.as_ref().map(|h| h.listen.clone());
+    let https = |c: &Config| c.https.as_ref().map(|h| h.listen.clone());
+    if http(old) != http(new) {
+        out.push("http.listen".to_string());
+    }
+    if https(old) != https(new) {
+        out.push("https.listen".to_string());
+    }
+    if old.https.as_ref().map(|h| h.http2) != new.https.as_ref().map(|h| h.http2) {
+        out.push("https.http2".to_string());
+    }
+    if old.admin != new.admin {
+        out.push("admin.listen".to_string());
+    }
+    if old.server.threads != new.server.threads {
+        out.push("server.threads".to_string());
+    }
+    for (key, a, b) in [
+        (
+            "server.pid_file",
+            &old.server.pid_file,
+            &new.server.pid_file,
+        ),
+        (
+            "server.upgrade_sock",
+            &old.server.upgrade_sock,
+            &new.server.upgrade_sock,
+        ),
+    ] {
+        if a != b {
+            out.push(key.to_string());
+        }
+    }
+    if old.server.access_log != new.server.access_log {
+        out.push("server.access_log".to_string());
+    }
+    if old.server.grace_period != new.server.grace_period {
+        out.push("server.grace_period".to_string());
+    }
+    out
+}
+
+/// Seconds since the epoch, for the last-reload gauge.
+pub fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
