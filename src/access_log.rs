@@ -8,7 +8,7 @@
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
@@ -25,6 +25,8 @@ pub const QUEUE_LINES: usize = 16 * 1024;
 
 static SINK: OnceLock<SyncSender<String>> = OnceLock::new();
 static REOPEN: AtomicBool = AtomicBool::new(false);
+/// Lines queued or written but not yet flushed.
+static PENDING: AtomicUsize = AtomicUsize::new(0);
 
 /// One access log line.
 #[derive(Serialize)]
@@ -78,6 +80,14 @@ fn open_file(path: &PathBuf) -> std::io::Result<std::fs::File> {
         .open(path)
 }
 
+/// Waits (up to `limit`) until every queued line is written and flushed.
+pub fn flush(limit: Duration) {
+    let start = std::time::Instant::now();
+    while PENDING.load(Ordering::Relaxed) > 0 && start.elapsed() < limit {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// Asks the writer to reopen its file (after log rotation).
 pub fn reopen() {
     REOPEN.store(true, Ordering::Relaxed);
@@ -94,19 +104,25 @@ fn writer(
             return;
         }
     };
+    let write = |out: &mut std::io::BufWriter<Box<dyn Write + Send>>, line: String| {
+        if out.write_all(line.as_bytes()).is_err() {
+            if let Some(m) = metrics::get() {
+                m.access_log_dropped.inc();
+            }
+        }
+    };
     loop {
         match rx.recv_timeout(Duration::from_millis(200)) {
             Ok(line) => {
-                if out.write_all(line.as_bytes()).is_err() {
-                    if let Some(m) = metrics::get() {
-                        m.access_log_dropped.inc();
-                    }
-                }
+                let mut written = 1;
+                write(&mut out, line);
                 // Write out as soon as the queue is empty, so lines are never held long.
                 while let Ok(more) = rx.try_recv() {
-                    let _ = out.write_all(more.as_bytes());
+                    written += 1;
+                    write(&mut out, more);
                 }
                 let _ = out.flush();
+                PENDING.fetch_sub(written, Ordering::Relaxed);
             }
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => {
@@ -165,7 +181,9 @@ pub fn record(session: &Session, e: Option<&pingora::Error>, ctx: &Ctx, elapsed:
         return;
     };
     line.push('\n');
-    if let Err(TrySendError::Full(_)) = sink.try_send(line) {
+    PENDING.fetch_add(1, Ordering::Relaxed);
+    if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = sink.try_send(line) {
+        PENDING.fetch_sub(1, Ordering::Relaxed);
         if let Some(m) = metrics::get() {
             m.access_log_dropped.inc();
         }

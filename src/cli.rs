@@ -70,14 +70,15 @@ fn run(path: &Path, upgrade: bool) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let drain_delay = config.server.drain_delay;
     match crate::server::build(config, path, upgrade) {
-        Ok((server, _state)) => {
+        Ok((server, state)) => {
             log::info!(
                 "gatehouse {} starting with {}",
                 env!("CARGO_PKG_VERSION"),
                 path.display()
             );
-            crate::server::run(server);
+            crate::server::run(server, state, drain_delay);
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -2,17 +2,23 @@
 //!
 //! Services: the proxy (plain and TLS listeners on one `ProxyHttp`), the admin
 //! listener, the health checker, the limiter janitor, and the signal handler
-//! for SIGHUP (reload) and SIGUSR1 (reopen the access log). Pingora itself
-//! handles SIGQUIT (upgrade), SIGTERM (graceful stop) and SIGINT (fast stop).
+//! for SIGHUP (reload) and SIGUSR1 (reopen the access log).
+//!
+//! Shutdown: SIGQUIT hands the listening sockets to a new instance (`run -u`),
+//! SIGTERM turns `/readyz` to 503, waits `drain_delay`, then stops accepting;
+//! SIGINT stops at once. After a graceful stop begins, the process exits as
+//! soon as no request has been in flight for [`DRAIN_QUIET`], and at the
+//! latest when `grace_period` ends (Pingora alone would always wait all of it).
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use pingora::listeners::tls::TlsSettings;
 use pingora::prelude::background_service;
 use pingora::server::configuration::{Opt, ServerConf};
-use pingora::server::{RunArgs, Server, ShutdownWatch};
+use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
 use pingora::services::background::BackgroundService;
 use pingora::services::listening::Service;
 
@@ -28,6 +34,11 @@ use crate::state::State;
 const PINGORA_MAX_RETRIES: usize = 101;
 /// Seconds given to runtimes to exit after the grace period.
 const RUNTIME_SHUTDOWN_SECONDS: u64 = 5;
+
+/// How long no request must be in flight before a draining process exits.
+pub const DRAIN_QUIET: Duration = Duration::from_millis(300);
+/// How often the drain watcher looks.
+const DRAIN_POLL: Duration = Duration::from_millis(20);
 
 /// Why the server could not be started.
 #[derive(Debug, thiserror::Error)]
@@ -130,9 +141,77 @@ pub fn build(
 }
 
 /// Binds and serves until a shutdown signal; returns when the server stopped.
-pub fn run(mut server: Server) {
+pub fn run(mut server: Server, state: Arc<State>, drain_delay: Duration) {
     server.bootstrap();
-    server.run(RunArgs::default());
+    let pid_file = state.current().config.server.pid_file.clone();
+    // Pingora only writes the pid file when it daemonizes; `gatehouse reload` needs it.
+    if let Err(e) = std::fs::write(&pid_file, format!("{}\n", std::process::id())) {
+        log::warn!("cannot write the pid file {}: {e}", pid_file.display());
+    }
+    server.run(RunArgs {
+        shutdown_signal: Box::new(Signals { state, drain_delay }),
+    });
+}
+
+/// Turns SIGQUIT, SIGTERM and SIGINT into Pingora's shutdown kinds.
+struct Signals {
+    state: Arc<State>,
+    drain_delay: Duration,
+}
+
+#[async_trait]
+impl ShutdownSignalWatch for Signals {
+    async fn recv(&self) -> ShutdownSignal {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (mut quit, mut term, mut int) = match (
+            signal(SignalKind::quit()),
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(q), Ok(t), Ok(i)) => (q, t, i),
+            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+                log::error!("cannot listen for shutdown signals: {e}");
+                return std::future::pending().await;
+            }
+        };
+        tokio::select! {
+            _ = quit.recv() => {
+                log::info!("SIGQUIT: handing the listeners to the new instance, then draining");
+                self.state.set_draining();
+                ShutdownSignal::GracefulUpgrade
+            }
+            _ = term.recv() => {
+                self.state.set_draining();
+                if !self.drain_delay.is_zero() {
+                    log::info!("SIGTERM: /readyz reports 503; still serving for {:?}", self.drain_delay);
+                    tokio::time::sleep(self.drain_delay).await;
+                }
+                log::info!("SIGTERM: no longer accepting; draining in-flight requests");
+                ShutdownSignal::GracefulTerminate
+            }
+            _ = int.recv() => ShutdownSignal::FastShutdown,
+        }
+    }
+}
+
+/// Exits the process once nothing has been in flight for [`DRAIN_QUIET`],
+/// or returns when `grace` is over (Pingora then ends the process).
+fn exit_when_drained(grace: Duration) {
+    let start = Instant::now();
+    let mut idle_since: Option<Instant> = None;
+    while start.elapsed() < grace {
+        if crate::proxy::requests_in_flight() == 0 {
+            let since = *idle_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= DRAIN_QUIET {
+                log::info!("drained: no request in flight; exiting");
+                crate::access_log::flush(Duration::from_secs(1));
+                std::process::exit(0);
+            }
+        } else {
+            idle_since = None;
+        }
+        std::thread::sleep(DRAIN_POLL);
+    }
 }
 
 /// TLS accept callbacks that do nothing (certificates come from the resolver).
@@ -167,6 +246,13 @@ impl BackgroundService for SignalService {
             tokio::select! {
                 _ = shutdown.changed() => {
                     self.state.set_draining();
+                    let grace = self.state.current().config.server.grace_period;
+                    let spawned = std::thread::Builder::new()
+                        .name("drain".into())
+                        .spawn(move || exit_when_drained(grace));
+                    if let Err(e) = spawned {
+                        log::warn!("cannot watch the drain, waiting out the grace period: {e}");
+                    }
                     return;
                 }
                 _ = hup.recv() => {

@@ -36,6 +36,8 @@ pub struct FileConfig {
 pub struct ServerSection {
     pub threads: Option<i64>,
     pub grace_period: Option<String>,
+    /// On SIGTERM, time `/readyz` answers 503 while traffic is still served.
+    pub drain_delay: Option<String>,
     pub pid_file: Option<String>,
     pub upgrade_sock: Option<String>,
     pub access_log: Option<String>,

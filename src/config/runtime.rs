@@ -20,6 +20,8 @@ use super::file::{self, FileConfig};
 pub const DEFAULT_THREADS: usize = 2;
 /// Drain time on SIGTERM / SIGQUIT when `server.grace_period` is absent.
 pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(30);
+/// Time `/readyz` reports 503 on SIGTERM before listeners close.
+pub const DEFAULT_DRAIN_DELAY: Duration = Duration::ZERO;
 /// Pid file when `server.pid_file` is absent.
 pub const DEFAULT_PID_FILE: &str = "/tmp/gatehouse.pid";
 /// Upgrade socket when `server.upgrade_sock` is absent.
@@ -75,6 +77,7 @@ pub struct Config {
 pub struct Server {
     pub threads: usize,
     pub grace_period: Duration,
+    pub drain_delay: Duration,
     pub pid_file: PathBuf,
     pub upgrade_sock: PathBuf,
     pub access_log: AccessLog,
@@ -537,9 +540,15 @@ fn check_server(c: &mut Checker, s: &file::ServerSection) -> Server {
     let max_connections_per_ip = s
         .max_connections_per_ip
         .map(|n| c.positive(p.key("max_connections_per_ip"), Some(n), 1) as usize);
+    let drain_delay = c.duration(
+        p.key("drain_delay"),
+        s.drain_delay.as_deref(),
+        DEFAULT_DRAIN_DELAY,
+    );
     Server {
         threads,
         grace_period,
+        drain_delay,
         pid_file: c.path(s.pid_file.as_deref().unwrap_or(DEFAULT_PID_FILE)),
         upgrade_sock: c.path(s.upgrade_sock.as_deref().unwrap_or(DEFAULT_UPGRADE_SOCK)),
         access_log,

@@ -17,6 +17,7 @@ pub mod respond;
 pub mod upstream;
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -33,6 +34,15 @@ use crate::metrics;
 use crate::pool::{InFlight, Pool};
 use crate::rate_limit::Decision;
 use crate::state::{Runtime, State};
+
+/// Requests between `new_ctx` and the end of `logging`, process-wide; the
+/// drain on shutdown waits for it to reach zero.
+static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+
+/// Requests being handled right now.
+pub fn requests_in_flight() -> usize {
+    IN_FLIGHT.load(Ordering::Relaxed)
+}
 
 /// The proxy. Cheap to clone; all state is in [`State`].
 pub struct Gatehouse {
@@ -65,8 +75,15 @@ pub struct Ctx {
     pub status: u16,
 }
 
+impl Drop for Ctx {
+    fn drop(&mut self) {
+        IN_FLIGHT.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 impl Ctx {
     fn new() -> Self {
+        IN_FLIGHT.fetch_add(1, Ordering::Relaxed);
         Ctx {
             start: Instant::now(),
             rt: None,

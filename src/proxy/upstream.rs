@@ -93,10 +93,10 @@ mod tests {
     #[test]
     fn timeouts_are_504_and_other_upstream_failures_502() {
         let mut e = Error::new(ErrorType::ReadTimedout);
-        e.set_esource(ErrorSource::Upstream);
+        e.esource = ErrorSource::Upstream;
         assert_eq!(status_for(&e), 504);
         let mut e = Error::new(ErrorType::ConnectRefused);
-        e.set_esource(ErrorSource::Upstream);
+        e.esource = ErrorSource::Upstream;
         assert_eq!(status_for(&e), 502);
         assert_eq!(status_for(&Error::new(ErrorType::HTTPStatus(503))), 503);
     }

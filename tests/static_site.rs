@@ -1,0 +1,312 @@
+//! A static site through the real server over HTTPS: cache rules, conditional
+//! and range requests, HEAD, 405, precompressed siblings, SPA fallback, and no
+//! way out of the root.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{raw, tls, Gatehouse};
+
+const INDEX: &str = "<!doctype html><title>spa</title><div id=app></div>";
+const APP_JS: &str = "console.log('gatehouse test app');\n";
+const CSS: &str = "body { color: rebeccapurple; }\n/* padding padding padding */\n";
+/// Stand-in for gzip bytes: the server must send the sibling as is.
+const CSS_GZ: &[u8] = b"\x1f\x8bFAKE-GZIP-BODY-FOR-TEST";
+const SECRET: &str = "TOP-SECRET-7c1e5d";
+const IMMUTABLE: &str = "public, max-age=31536000, immutable";
+
+const CONFIG: &str = r#"
+[[route]]
+prefix = "/"
+static = "site"
+
+[static.site]
+root = "site"
+index = "index.html"
+spa_fallback = true
+
+[[static.site.cache]]
+extensions = ["js", "css"]
+cache_control = "public, max-age=31536000, immutable"
+"#;
+
+/// The site in `{dir}/site`, with secrets next to it and symlinks leading out.
+async fn start() -> Gatehouse {
+    let b = Gatehouse::builder(common::HTTPS)
+        .append(CONFIG)
+        .file("site/index.html", INDEX)
+        .file("site/assets/app.3f2a.js", APP_JS)
+        .file("site/assets/style.9b1c.css", CSS)
+        .file("site/assets/style.9b1c.css.gz", CSS_GZ)
+        .file("secret.txt", SECRET)
+        .file("Cargo.toml", SECRET)
+        .symlink("../secret.txt", "site/link.txt")
+        .symlink("..", "site/escape");
+    let abs_secret = b.dir().join("secret.txt");
+    b.symlink(abs_secret, "site/abs-link.txt").start().await
+}
+
+fn header(r: &reqwest::Response, name: &str) -> Option<String> {
+    r.headers()
+        .get(name)
+        .map(|v| v.to_str().unwrap().to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn index_is_no_cache_and_hashed_asset_is_immutable() {
+    let gh = start().await;
+    let client = gh.client();
+
+    let index = client.get(gh.https_url("/")).send().await.unwrap();
+    assert_eq!(index.status(), 200);
+    assert!(header(&index, "content-type")
+        .unwrap()
+        .starts_with("text/html"));
+    assert_eq!(header(&index, "cache-control").as_deref(), Some("no-cache"));
+    assert!(header(&index, "etag").is_some());
+    assert!(header(&index, "last-modified").is_some());
+    assert_eq!(index.text().await.unwrap(), INDEX);
+
+    let js = client
+        .get(gh.https_url("/assets/app.3f2a.js"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(js.status(), 200);
+    let ct = header(&js, "content-type").unwrap();
+    assert!(ct.starts_with("application/javascript"), "{ct}");
+    assert_eq!(header(&js, "cache-control").as_deref(), Some(IMMUTABLE));
+    assert_eq!(js.text().await.unwrap(), APP_JS);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conditional_requests_get_304() {
+    let gh = start().await;
+    let client = gh.client();
+    let url = gh.https_url("/assets/app.3f2a.js");
+
+    let first = client.get(&url).send().await.unwrap();
+    let etag = header(&first, "etag").expect("ETag");
+    let modified = header(&first, "last-modified").expect("Last-Modified");
+
+    let again = client
+        .get(&url)
+        .header("If-None-Match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 304);
+    assert_eq!(header(&again, "etag").as_deref(), Some(etag.as_str()));
+    assert!(again.bytes().await.unwrap().is_empty());
+
+    let since = client
+        .get(&url)
+        .header("If-Modified-Since", &modified)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(since.status(), 304);
+
+    let other = client
+        .get(&url)
+        .header("If-None-Match", "\"not-the-etag\"")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 200);
+    assert_eq!(other.text().await.unwrap(), APP_JS);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ranges_get_206_or_416() {
+    let gh = start().await;
+    let client = gh.client();
+    let url = gh.https_url("/assets/app.3f2a.js");
+    let len = APP_JS.len();
+
+    let part = client
+        .get(&url)
+        .header("Range", "bytes=0-6")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(part.status(), 206);
+    assert_eq!(
+        header(&part, "content-range"),
+        Some(format!("bytes 0-6/{len}"))
+    );
+    assert_eq!(part.text().await.unwrap(), &APP_JS[..7]);
+
+    let suffix = client
+        .get(&url)
+        .header("Range", "bytes=-3")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(suffix.status(), 206);
+    assert_eq!(suffix.text().await.unwrap(), &APP_JS[len - 3..]);
+
+    let beyond = client
+        .get(&url)
+        .header("Range", format!("bytes={len}-"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(beyond.status(), 416);
+    assert_eq!(
+        header(&beyond, "content-range"),
+        Some(format!("bytes */{len}"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_has_no_body_and_post_is_405() {
+    let gh = start().await;
+    let client = gh.client();
+    let url = gh.https_url("/assets/app.3f2a.js");
+
+    let head = client.head(&url).send().await.unwrap();
+    assert_eq!(head.status(), 200);
+    assert_eq!(
+        header(&head, "content-length"),
+        Some(APP_JS.len().to_string())
+    );
+    assert!(header(&head, "etag").is_some());
+    assert!(head.bytes().await.unwrap().is_empty());
+
+    for method in [
+        reqwest::Method::POST,
+        reqwest::Method::PUT,
+        reqwest::Method::DELETE,
+    ] {
+        let resp = client
+            .request(method.clone(), &url)
+            .body("x")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 405, "{method}");
+        let allow = header(&resp, "allow").unwrap_or_default();
+        assert!(allow.contains("GET"), "{method}: Allow = {allow:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gzip_sibling_is_served_with_vary() {
+    let gh = start().await;
+    let client = gh.client();
+    let url = gh.https_url("/assets/style.9b1c.css");
+
+    let gz = client
+        .get(&url)
+        .header("Accept-Encoding", "gzip, deflate")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gz.status(), 200);
+    assert_eq!(header(&gz, "content-encoding").as_deref(), Some("gzip"));
+    assert!(header(&gz, "content-type").unwrap().starts_with("text/css"));
+    assert!(header(&gz, "vary")
+        .unwrap_or_default()
+        .to_ascii_lowercase()
+        .contains("accept-encoding"));
+    assert_eq!(header(&gz, "cache-control").as_deref(), Some(IMMUTABLE));
+    assert_eq!(gz.bytes().await.unwrap().as_ref(), CSS_GZ);
+
+    let plain = client.get(&url).send().await.unwrap();
+    assert_eq!(plain.status(), 200);
+    assert!(header(&plain, "content-encoding").is_none());
+    assert!(header(&plain, "vary")
+        .unwrap_or_default()
+        .to_ascii_lowercase()
+        .contains("accept-encoding"));
+    assert_eq!(plain.text().await.unwrap(), CSS);
+
+    let refused = client
+        .get(&url)
+        .header("Accept-Encoding", "gzip;q=0, br;q=0")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        header(&refused, "content-encoding").is_none(),
+        "gzip;q=0 refuses gzip"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spa_fallback_only_for_extensionless_paths() {
+    let gh = start().await;
+    let client = gh.client();
+
+    let route = client
+        .get(gh.https_url("/dashboard/settings"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(route.status(), 200);
+    assert!(header(&route, "content-type")
+        .unwrap()
+        .starts_with("text/html"));
+    assert_eq!(route.text().await.unwrap(), INDEX);
+
+    for missing in ["/assets/missing.js", "/missing.css"] {
+        let resp = client.get(gh.https_url(missing)).send().await.unwrap();
+        assert_eq!(resp.status(), 404, "{missing}");
+        assert_ne!(resp.text().await.unwrap(), INDEX, "{missing}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_outside_the_root_is_served() {
+    let gh = start().await;
+    let paths = [
+        "/../Cargo.toml",
+        "/../secret.txt",
+        "/assets/../../secret.txt",
+        "/%2e%2e/secret.txt",
+        "/%2E%2E/secret.txt",
+        "/.%2e/secret.txt",
+        "/..%2fsecret.txt",
+        "/%2e%2e%2fsecret.txt",
+        "/a%5c..%5c..%5csecret.txt",
+        "/..\\secret.txt",
+        "/assets\\..\\..\\secret.txt",
+        "/%00",
+        "/index.html%00.js",
+        "/link.txt",
+        "/abs-link.txt",
+        "/escape/secret.txt",
+    ];
+    for path in paths {
+        let req = raw::get(path, Some("localhost"));
+        match tls::raw_request(gh.https_addr(), "localhost", &req).await {
+            Ok(resp) => {
+                assert!(
+                    resp.status == 400 || resp.status == 404,
+                    "{path} got {} {}",
+                    resp.status,
+                    resp.body_text()
+                );
+                assert!(
+                    !resp.body_text().contains(SECRET),
+                    "{path} leaked the secret"
+                );
+            }
+            // Closing the connection without an answer also serves nothing,
+            // but the spec asks for 400 or 404.
+            Err(e) => panic!("{path}: no response: {e}"),
+        }
+    }
+    // The site itself still works.
+    let ok = tls::raw_request(
+        gh.https_addr(),
+        "localhost",
+        &raw::get("/index.html", Some("localhost")),
+    )
+    .await
+    .unwrap();
+    assert_eq!(ok.status, 200);
+    assert_eq!(ok.body_text(), INDEX);
+}

@@ -1,0 +1,493 @@
+//! Upstream pools: path rewriting, forwarding headers, request ids, balancing,
+//! health checks, retries, and the 502/503/504 answers.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use common::{eventually, Backend, Gatehouse, Mode};
+
+/// Health check settings: 200 ms interval, 2 failures out, 2 passes back.
+const FAST_HEALTH: &str = r#"
+[upstream.api.health]
+path = "/health"
+interval = "200ms"
+timeout = "200ms"
+healthy_threshold = 2
+unhealthy_threshold = 2
+"#;
+
+/// `[[route]] /api/ -> api` (prefix stripped) and `[upstream.api]` with
+/// `servers` and the `extra` lines (keys of `[upstream.api]`, then subtables).
+fn api_config(servers: &[String], extra: &str) -> String {
+    let list: Vec<String> = servers.iter().map(|s| format!("\"{s}\"")).collect();
+    format!(
+        "[[route]]\nprefix = \"/api/\"\nupstream = \"api\"\nstrip_prefix = true\n\n[upstream.api]\nservers = [{}]\n{extra}\n",
+        list.join(", ")
+    )
+}
+
+/// HTTPS plus the plain listener (no redirect) in front of `servers`.
+async fn start_api(servers: &[String], extra: &str) -> Gatehouse {
+    Gatehouse::builder(common::HTTPS)
+        .append(common::HTTP_PLAIN)
+        .append(&api_config(servers, extra))
+        .start()
+        .await
+}
+
+/// GET `url`; the name of the backend that answered, or the failure.
+async fn served_by(client: &reqwest::Client, url: &str) -> Result<String, String> {
+    let resp = client.get(url).send().await.map_err(|e| format!("{e:?}"))?;
+    let status = resp.status();
+    let body = resp.text().await.map_err(|e| format!("{e:?}"))?;
+    if status != 200 {
+        return Err(format!("{status}: {body}"));
+    }
+    Ok(common::server_of(&body))
+}
+
+fn json(body: &str) -> serde_json::Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strip_prefix_rewrites_the_path() {
+    let b = Backend::named("b").await;
+    let gh = start_api(&[b.addr_str()], "").await;
+    let client = gh.client();
+
+    for (sent, seen) in [
+        ("/api/users?id=1", "/users?id=1"),
+        ("/api", "/"),
+        ("/api/", "/"),
+        ("/api/a/b/", "/a/b/"),
+    ] {
+        let resp = client.get(gh.https_url(sent)).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "{sent}");
+        assert_eq!(b.last_request().unwrap().path, seen, "{sent}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarding_headers_reach_the_backend() {
+    let b = Backend::named("b").await;
+    let gh = start_api(&[b.addr_str()], "").await;
+    let authority = format!("localhost:{}", gh.https_port);
+
+    for (proto, client) in [("http/1.1", gh.client_h1()), ("h2", gh.client())] {
+        let resp = client
+            .get(gh.https_url("/api/x"))
+            .header("X-Forwarded-For", "203.0.113.7")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{proto}");
+        let returned_id = resp
+            .headers()
+            .get("x-request-id")
+            .map(|v| v.to_str().unwrap().to_string());
+        let seen = b.last_request().unwrap();
+        assert_eq!(
+            seen.header("host"),
+            Some(authority.as_str()),
+            "{proto}: Host as the client sent it"
+        );
+        assert_eq!(seen.header_all("host").len(), 1, "{proto}: one Host");
+        assert_eq!(seen.header("x-real-ip"), Some("127.0.0.1"), "{proto}");
+        assert_eq!(
+            seen.header("x-forwarded-for"),
+            Some("203.0.113.7, 127.0.0.1"),
+            "{proto}"
+        );
+        assert_eq!(seen.header("x-forwarded-proto"), Some("https"), "{proto}");
+        assert_eq!(
+            seen.header("x-forwarded-host"),
+            Some(authority.as_str()),
+            "{proto}"
+        );
+        let id = seen.header("x-request-id").expect("X-Request-Id generated");
+        assert!(!id.is_empty());
+        assert_eq!(
+            returned_id.as_deref(),
+            Some(id),
+            "{proto}: the id is returned to the client"
+        );
+    }
+
+    // Plain listener: proto http, Host as sent.
+    let resp = gh
+        .client()
+        .get(gh.http_url("/api/plain"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let seen = b.last_request().unwrap();
+    assert_eq!(seen.header("x-forwarded-proto"), Some("http"));
+    let plain_host = format!("127.0.0.1:{}", gh.http_port);
+    assert_eq!(seen.header("host"), Some(plain_host.as_str()));
+    assert_eq!(seen.header("x-forwarded-for"), Some("127.0.0.1"));
+}
+
+/// Sends a request with `X-Request-Id: id` (none when `None`); the id the
+/// backend saw and the one returned to the client.
+async fn send_with_id(
+    client: &reqwest::Client,
+    url: &str,
+    b: &Backend,
+    id: Option<String>,
+) -> (Option<String>, Option<String>) {
+    let mut req = client.get(url);
+    if let Some(id) = id {
+        req = req.header("X-Request-Id", id);
+    }
+    let resp = req.send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let returned = resp
+        .headers()
+        .get("x-request-id")
+        .map(|v| v.to_str().unwrap().to_string());
+    let seen = b
+        .last_request()
+        .unwrap()
+        .header("x-request-id")
+        .map(str::to_string);
+    (seen, returned)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_id_kept_when_valid_replaced_when_not() {
+    let b = Backend::named("b").await;
+    let gh = start_api(&[b.addr_str()], "").await;
+    let client = gh.client_h1();
+    let url = gh.https_url("/api/id");
+
+    let send = |id: Option<String>| send_with_id(&client, &url, &b, id);
+
+    let (seen, returned) = send(Some("abc-123_DEF".into())).await;
+    assert_eq!(seen.as_deref(), Some("abc-123_DEF"));
+    assert_eq!(returned.as_deref(), Some("abc-123_DEF"));
+
+    for bad in [
+        "a".repeat(300),
+        "bad id".to_string(),
+        "bad\tid".to_string(),
+        "<script>".to_string(),
+    ] {
+        let (seen, returned) = send(Some(bad.clone())).await;
+        let seen = seen.expect("an id is sent upstream");
+        assert_ne!(seen, bad, "invalid id {bad:?} must be replaced");
+        assert!(
+            !seen.is_empty() && seen.len() <= 128 && !seen.contains([' ', '\t']),
+            "{seen:?}"
+        );
+        assert_eq!(returned.as_deref(), Some(seen.as_str()));
+    }
+
+    let (first, _) = send(None).await;
+    let (second, _) = send(None).await;
+    assert!(first.is_some() && second.is_some());
+    assert_ne!(first, second, "generated ids are unique");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_robin_follows_weights() {
+    let b1 = Backend::named("b1").await;
+    let b2 = Backend::named("b2").await;
+    let servers = [b1.addr_str(), format!("{} weight=2", b2.addr_str())];
+    let gh = start_api(&servers, "balance = \"round_robin\"").await;
+    let client = gh.client_h1();
+    let url = gh.https_url("/api/rr");
+
+    for i in 0..300 {
+        served_by(&client, &url)
+            .await
+            .unwrap_or_else(|e| panic!("request {i}: {e}"));
+    }
+    let (c1, c2) = (b1.count(), b2.count());
+    assert_eq!(c1 + c2, 300);
+    assert!(
+        c1.abs_diff(100) <= 10 && c2.abs_diff(200) <= 10,
+        "b1 {c1}, b2 {c2}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_gives_each_a_fair_share() {
+    let b1 = Backend::named("b1").await;
+    let b2 = Backend::named("b2").await;
+    let gh = start_api(&[b1.addr_str(), b2.addr_str()], "balance = \"random\"").await;
+    let client = gh.client_h1();
+    let url = gh.https_url("/api/random");
+
+    let mut order = Vec::new();
+    for i in 0..200 {
+        order.push(
+            served_by(&client, &url)
+                .await
+                .unwrap_or_else(|e| panic!("request {i}: {e}")),
+        );
+    }
+    let (c1, c2) = (b1.count(), b2.count());
+    assert!(c1 >= 60 && c2 >= 60, "b1 {c1}, b2 {c2}");
+    // Not a strict alternation (that would be round robin).
+    let alternations = order.windows(2).filter(|w| w[0] != w[1]).count();
+    assert!(
+        alternations < 190,
+        "{alternations} alternations in 200: looks like round robin"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn least_conn_prefers_the_idle_server() {
+    let slow = Backend::builder()
+        .name("slow")
+        .delay(Duration::from_millis(400))
+        .start()
+        .await;
+    let fast = Backend::named("fast").await;
+    let gh = start_api(
+        &[slow.addr_str(), fast.addr_str()],
+        "balance = \"least_conn\"",
+    )
+    .await;
+    let client = gh.client_h1();
+    let url = gh.https_url("/api/lc");
+
+    // 8 concurrent workers, 6 requests each.
+    let mut workers = Vec::new();
+    for _ in 0..8 {
+        let client = client.clone();
+        let url = url.clone();
+        workers.push(tokio::spawn(async move {
+            for _ in 0..6 {
+                served_by(&client, &url).await.unwrap();
+            }
+        }));
+    }
+    for w in workers {
+        w.await.unwrap();
+    }
+    let (s, f) = (slow.count(), fast.count());
+    assert_eq!(s + f, 48);
+    assert!(
+        f >= 33,
+        "fast {f}, slow {s}: least_conn should send most to the fast server"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consistent_hash_by_header_is_sticky() {
+    let backends = [
+        Backend::named("h1").await,
+        Backend::named("h2").await,
+        Backend::named("h3").await,
+    ];
+    let servers: Vec<String> = backends.iter().map(Backend::addr_str).collect();
+    let gh = start_api(
+        &servers,
+        "balance = \"consistent_hash\"\nhash_key = \"header:X-User\"",
+    )
+    .await;
+    let client = gh.client_h1();
+    let url = gh.https_url("/api/hash");
+
+    let mut placement: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for round in 0..4 {
+        for u in 0..16 {
+            let user = format!("user-{u}");
+            let resp = client
+                .get(&url)
+                .header("X-User", &user)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 200, "round {round} {user}");
+            let server = common::server_of(&resp.text().await.unwrap());
+            placement.entry(user).or_default().insert(server);
+        }
+    }
+    for (user, servers) in &placement {
+        assert_eq!(servers.len(), 1, "{user} went to {servers:?}");
+    }
+    let used: BTreeSet<&String> = placement.values().flatten().collect();
+    assert!(used.len() >= 2, "16 users all on {used:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unhealthy_server_is_taken_out_and_comes_back() {
+    let b1 = Backend::named("b1").await;
+    let b2 = Backend::named("b2").await;
+    let gh = start_api(&[b1.addr_str(), b2.addr_str()], FAST_HEALTH).await;
+    let client = gh.client_h1();
+    let url = gh.https_url("/api/h");
+
+    for _ in 0..10 {
+        served_by(&client, &url).await.unwrap();
+    }
+    assert!(b1.count() > 0 && b2.count() > 0, "both serve while healthy");
+    assert!(
+        eventually(Duration::from_secs(2), || async {
+            b2.count_path("/health") > 0
+        })
+        .await,
+        "no health check reached b2"
+    );
+
+    // Out within interval x threshold (400 ms) plus margin.
+    b2.set_healthy(false);
+    let flipped = Instant::now();
+    let out = eventually(Duration::from_secs(2), || async {
+        let before = b2.count();
+        for _ in 0..6 {
+            if served_by(&client, &url).await.is_err() {
+                return false;
+            }
+        }
+        b2.count() == before
+    })
+    .await;
+    assert!(
+        out,
+        "b2 still served {:?} after /health turned 500",
+        flipped.elapsed()
+    );
+    let before = b2.count();
+    for _ in 0..20 {
+        assert_eq!(served_by(&client, &url).await.unwrap(), "b1");
+    }
+    assert_eq!(b2.count(), before);
+
+    b2.set_healthy(true);
+    let back = eventually(Duration::from_secs(2), || async {
+        served_by(&client, &url).await.ok().as_deref() == Some("b2")
+    })
+    .await;
+    assert!(back, "b2 did not come back after /health turned 200");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_a_server_fails_no_request() {
+    let b1 = Backend::named("b1").await;
+    let b2 = Backend::named("b2").await;
+    let gh = start_api(&[b1.addr_str(), b2.addr_str()], "retries = 2").await;
+    let client = gh.client_h1();
+    let url = gh.https_url("/api/k");
+
+    let mut failures = Vec::new();
+    for i in 0..200 {
+        if i == 50 {
+            b2.stop().await;
+        }
+        if let Err(e) = served_by(&client, &url).await {
+            failures.push(format!("request {i}: {e}"));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failed: {failures:?}",
+        failures.len()
+    );
+    assert!(
+        b2.count() >= 20,
+        "b2 served {} before it was stopped",
+        b2.count()
+    );
+    assert!(b1.count() >= 150, "b1 served {}", b1.count());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_healthy_server_gives_503_json() {
+    let b1 = Backend::named("b1").await;
+    let b2 = Backend::named("b2").await;
+    let gh = start_api(&[b1.addr_str(), b2.addr_str()], FAST_HEALTH).await;
+    let client = gh.client_h1();
+    let url = gh.https_url("/api/down");
+    served_by(&client, &url).await.unwrap();
+
+    b1.stop().await;
+    b2.stop().await;
+    let got_503 = eventually(Duration::from_secs(3), || async {
+        client
+            .get(&url)
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 503)
+    })
+    .await;
+    assert!(got_503, "no 503 after every server went down");
+    let resp = client.get(&url).send().await.unwrap();
+    assert_eq!(resp.status(), 503);
+    let ct = resp
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_string());
+    assert!(ct.unwrap_or_default().starts_with("application/json"));
+    let id = resp
+        .headers()
+        .get("x-request-id")
+        .map(|v| v.to_str().unwrap().to_string());
+    let body = json(&resp.text().await.unwrap());
+    assert_eq!(body["status"], 503);
+    assert!(
+        body["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{body}"
+    );
+    assert!(
+        body["request_id"].as_str().is_some_and(|r| !r.is_empty()),
+        "{body}"
+    );
+    if let Some(id) = id {
+        assert_eq!(body["request_id"].as_str(), Some(id.as_str()));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_read_timeout_gives_504() {
+    let b = Backend::builder()
+        .name("mute")
+        .mode(Mode::NeverAnswer)
+        .start()
+        .await;
+    let gh = start_api(&[b.addr_str()], "read_timeout = \"300ms\"").await;
+
+    let started = Instant::now();
+    let resp = gh
+        .client_h1()
+        .get(gh.https_url("/api/slow"))
+        .send()
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    assert_eq!(resp.status(), 504);
+    assert!(
+        took < Duration::from_secs(2),
+        "took {took:?} with a 300 ms read timeout"
+    );
+    assert!(b.count() >= 1, "the request reached the backend");
+    assert_eq!(json(&resp.text().await.unwrap())["status"], 504);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_hanging_up_gives_502() {
+    let b = Backend::builder()
+        .name("rude")
+        .mode(Mode::CloseWithoutAnswer)
+        .start()
+        .await;
+    let gh = start_api(&[b.addr_str()], "").await;
+
+    let resp = gh
+        .client_h1()
+        .get(gh.https_url("/api/bye"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 502);
+    assert!(b.count() >= 1, "the request reached the backend");
+    assert_eq!(json(&resp.text().await.unwrap())["status"], 502);
+}
