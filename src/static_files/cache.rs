@@ -12,6 +12,8 @@
 //! (e.g. the inotify watch limit), every hit is revalidated: the path is
 //! resolved again on the blocking pool, reusing cached bytes whose size,
 //! times and inode did not change. A warning is logged once.
+//! (Revalidation cannot see a same-size rewrite within the file system's
+//! timestamp granularity; the watcher can.)
 //!
 //! Races: a generation counter is bumped on every clear; an answer loaded
 //! while a clear happened is not stored.
@@ -170,17 +172,15 @@ impl Cache {
 /// Drops arbitrary entries until `cost` more fits (and at least an eighth).
 fn evict(map: &mut Map, cost: usize) {
     let at_least = map.entries.len() / 8 + 1;
-    let mut dropped = 0;
     let mut victims = Vec::new();
     for (key, (_, c)) in &map.entries {
         let fits = map.bytes + cost <= CACHE_CAPACITY_BYTES
             && map.entries.len() - victims.len() < CACHE_MAX_ENTRIES;
-        if dropped >= at_least && fits {
+        if victims.len() >= at_least && fits {
             break;
         }
         victims.push(key.clone());
         map.bytes -= c;
-        dropped += 1;
     }
     for key in victims {
         map.entries.remove(&key);
@@ -225,12 +225,16 @@ impl WatchSlot {
 
 fn start_watcher(cache: &Arc<Cache>, root: &Path) -> notify::Result<RecommendedWatcher> {
     let events = Arc::clone(cache);
-    let mut watcher =
-        notify::recommended_watcher(move |event: notify::Result<Event>| match event {
-            Ok(event) if is_read_only(&event.kind) => {}
-            Ok(_) => events.clear(),
-            Err(e) => events.degrade(&e),
-        })?;
+    let handler = move |event: notify::Result<Event>| match event {
+        Ok(event) if is_read_only(&event.kind) => {}
+        Ok(_) => events.clear(),
+        Err(e) => events.degrade(&e),
+    };
+    // Symlinks are not followed: targets inside the root are watched where
+    // they are, and those outside are never served (a link to `/` would
+    // otherwise watch the whole disk).
+    let config = notify::Config::default().with_follow_symlinks(false);
+    let mut watcher = RecommendedWatcher::new(handler, config)?;
     watcher.watch(root, RecursiveMode::Recursive)?;
     Ok(watcher)
 }
@@ -238,4 +242,60 @@ fn start_watcher(cache: &Arc<Cache>, root: &Path) -> notify::Result<RecommendedW
 /// Opening and reading files (ours included) changes nothing.
 fn is_read_only(kind: &EventKind) -> bool {
     matches!(kind, EventKind::Access(a) if !matches!(a, AccessKind::Close(AccessMode::Write)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn redirect() -> Resolved {
+        Resolved::Redirect(HeaderValue::from_static("./x/"))
+    }
+
+    #[test]
+    fn entries_are_bounded() {
+        let cache = Cache::new("t");
+        let generation = cache.generation();
+        for i in 0..CACHE_MAX_ENTRIES * 2 + 7 {
+            cache.insert(&format!("/{i}"), generation, &redirect());
+            assert!(cache.len() <= CACHE_MAX_ENTRIES);
+        }
+        assert!(cache.len() > CACHE_MAX_ENTRIES / 2);
+        let map = cache.map.read().unwrap();
+        let counted: usize = map.entries.values().map(|(_, c)| c).sum();
+        assert_eq!(map.bytes, counted);
+    }
+
+    #[test]
+    fn answers_loaded_across_a_clear_are_not_stored() {
+        let cache = Cache::new("t");
+        let generation = cache.generation();
+        cache.clear();
+        cache.insert("/a", generation, &redirect());
+        assert!(cache.get("/a").is_none());
+        cache.insert("/a", cache.generation(), &redirect());
+        assert!(cache.get("/a").is_some());
+        cache.insert("/missing", cache.generation(), &Resolved::NotFound);
+        assert!(cache.get("/missing").is_none());
+        cache.remove("/a");
+        assert_eq!(cache.len(), 0);
+    }
+
+    #[test]
+    fn reads_do_not_invalidate() {
+        use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind};
+        assert!(is_read_only(&EventKind::Access(AccessKind::Open(
+            AccessMode::Any
+        ))));
+        assert!(is_read_only(&EventKind::Access(AccessKind::Close(
+            AccessMode::Read
+        ))));
+        assert!(!is_read_only(&EventKind::Access(AccessKind::Close(
+            AccessMode::Write
+        ))));
+        assert!(!is_read_only(&EventKind::Modify(ModifyKind::Any)));
+        assert!(!is_read_only(&EventKind::Create(CreateKind::File)));
+        assert!(!is_read_only(&EventKind::Other));
+    }
 }
