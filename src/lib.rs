@@ -34,3 +34,4 @@ pub mod server;
 pub mod state;
 pub mod static_files;
 pub mod tls;
+pub mod connection;

@@ -24,6 +24,7 @@ use pingora::services::listening::Service;
 
 use crate::admin::AdminApp;
 use crate::config::Config;
+use crate::connection::Guarded;
 use crate::pool::health::HealthService;
 use crate::proxy::Gatehouse;
 use crate::rate_limit::LimiterJanitor;
@@ -84,13 +85,9 @@ pub fn build(
     let state = State::new(config, config_path)?;
     crate::metrics::record_reload(true);
 
-    let mut proxy = pingora::proxy::http_proxy_service_with_name(
-        &server.configuration,
-        Gatehouse {
-            state: state.clone(),
-        },
-        "proxy",
-    );
+    // Per-connection limits (per-IP cap, request head deadline) wrap the proxy.
+    let app = pingora::proxy::http_proxy(&server.configuration, Gatehouse { state: state.clone() });
+    let mut proxy = Service::new("proxy".to_string(), Guarded::new(app, state.clone()));
     if let Some(http) = &http {
         for addr in &http.listen {
             proxy.add_tcp(&addr.to_string());

@@ -45,6 +45,8 @@ pub struct ServerSection {
     pub trusted_proxies: Option<Vec<String>>,
     /// Limit on a request body, e.g. `"10MiB"`; routes may override it.
     pub max_body_size: Option<String>,
+    /// Largest request head (request line and headers), e.g. `"32KiB"`; 431 above it.
+    pub max_header_size: Option<String>,
     /// Time allowed to receive a complete request head.
     pub header_timeout: Option<String>,
     /// Idle time allowed between requests on a kept-alive client connection.

@@ -30,6 +30,8 @@ pub const DEFAULT_UPGRADE_SOCK: &str = "/tmp/gatehouse_upgrade.sock";
 pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Idle time allowed between requests on a kept-alive client connection.
 pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Largest request head accepted (request line and headers): 32 KiB (bytes).
+pub const DEFAULT_MAX_HEADER_SIZE: u64 = 32 * 1024;
 /// Largest request body accepted when no limit is configured: 10 MiB (bytes).
 pub const DEFAULT_MAX_BODY_SIZE: u64 = 10 * 1024 * 1024;
 /// Port put in redirects when `http.https_port` is absent.
@@ -84,6 +86,8 @@ pub struct Server {
     pub trusted_proxies: Vec<IpNet>,
     /// Bytes.
     pub max_body_size: u64,
+    /// Bytes of request line plus headers.
+    pub max_header_size: u64,
     pub header_timeout: Duration,
     pub keepalive_timeout: Duration,
     pub max_connections_per_ip: Option<usize>,
@@ -557,6 +561,11 @@ fn check_server(c: &mut Checker, s: &file::ServerSection) -> Server {
             p.key("max_body_size"),
             s.max_body_size.as_deref(),
             DEFAULT_MAX_BODY_SIZE,
+        ),
+        max_header_size: c.size(
+            p.key("max_header_size"),
+            s.max_header_size.as_deref(),
+            DEFAULT_MAX_HEADER_SIZE,
         ),
         header_timeout: c.duration(
             p.key("header_timeout"),

@@ -34,6 +34,7 @@ use crate::metrics;
 use crate::pool::{InFlight, Pool};
 use crate::rate_limit::Decision;
 use crate::state::{Runtime, State};
+use crate::static_files::ReplyBody;
 
 /// Requests between `new_ctx` and the end of `logging`, process-wide; the
 /// drain on shutdown waits for it to reach zero.
@@ -144,7 +145,35 @@ fn request_host(req: &RequestHeader) -> Option<&str> {
     }
 }
 
+/// Bytes of the request line and headers as received (approximately: the
+/// request line is rebuilt from the parsed parts).
+fn head_size(req: &RequestHeader) -> u64 {
+    let target = req.uri.path_and_query().map_or(1, |p| p.as_str().len())
+        + req.uri.authority().map_or(0, |a| a.as_str().len());
+    let line = req.method.as_str().len() + target + 12;
+    let fields: usize = req
+        .headers
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 4)
+        .sum();
+    (line + fields) as u64
+}
+
 impl Gatehouse {
+    /// A request head over `max_header_size` gets 431.
+    async fn head_size_stage(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        rt: &Runtime,
+    ) -> pingora::Result<Step> {
+        if head_size(session.req_header()) > rt.config.server.max_header_size {
+            respond::send_error(session, ctx, 431).await?;
+            return Ok(Step::Done);
+        }
+        Ok(Step::Next)
+    }
+
     /// Plain listener with `redirect_to_https`: 301, or 400 for an unusable Host.
     async fn redirect_stage(
         &self,
@@ -284,6 +313,17 @@ impl Gatehouse {
                     path
                 };
                 let mut reply = site.respond(&req.method, path, &req.headers).await;
+                let status = reply.header.status.as_u16();
+                if status >= 400 {
+                    if let ReplyBody::Full(_) = reply.body {
+                        // The same JSON error as every other, with this request's id.
+                        let body = respond::error_body(status, &ctx.request_id);
+                        reply
+                            .header
+                            .insert_header(http::header::CONTENT_LENGTH, body.len())?;
+                        reply.body = ReplyBody::Full(body);
+                    }
+                }
                 headers::decorate(&mut reply.header, &rt.config, ctx.tls, &ctx.request_id)?;
                 ctx.add_rate_headers(&mut reply.header)?;
                 ctx.status = reply.header.status.as_u16();
@@ -329,6 +369,9 @@ impl ProxyHttp for Gatehouse {
             &rt.config.server.trusted_proxies,
         );
 
+        if let Step::Done = self.head_size_stage(session, ctx, &rt).await? {
+            return Ok(true);
+        }
         if let Step::Done = self.redirect_stage(session, ctx, &rt).await? {
             return Ok(true);
         }

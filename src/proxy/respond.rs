@@ -18,6 +18,7 @@ pub fn error_name(status: u16) -> &'static str {
         405 => "method_not_allowed",
         408 => "request_timeout",
         411 => "length_required",
+        412 => "precondition_failed",
         413 => "payload_too_large",
         414 => "uri_too_long",
         416 => "range_not_satisfiable",
