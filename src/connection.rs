@@ -142,8 +142,8 @@ struct HeadTimer {
     timeout: Duration,
     sleep: Pin<Box<Sleep>>,
     phase: Phase,
-    /// The last bytes read, to find `\r\n\r\n` across reads.
-    tail: [u8; 3],
+    /// Line ends in a row (an empty line ends the head).
+    line_ends: u8,
 }
 
 impl HeadTimer {
@@ -152,46 +152,39 @@ impl HeadTimer {
             timeout,
             sleep: Box::pin(tokio::time::sleep(timeout)),
             phase: Phase::Head,
-            tail: [0; 3],
+            line_ends: 0,
         }
     }
 
     /// Looks at bytes just read: a first byte after a response starts a new
-    /// head (and its deadline); the blank line ending a head stops the deadline.
+    /// head (and its deadline); the empty line ending a head stops the deadline.
+    /// Bytes after the end of the head (the body) are not looked at.
     fn on_read(&mut self, data: &[u8]) {
         if data.is_empty() {
             return;
         }
         if self.phase == Phase::Idle {
             self.phase = Phase::Head;
-            self.tail = [0; 3];
+            self.line_ends = 0;
             self.sleep.as_mut().reset(Instant::now() + self.timeout);
         }
         if self.phase != Phase::Head {
             return;
         }
-        if head_ends(&self.tail, data) {
-            self.phase = Phase::AfterHead;
+        for &b in data {
+            match b {
+                b'\n' => {
+                    self.line_ends += 1;
+                    if self.line_ends == 2 {
+                        self.phase = Phase::AfterHead;
+                        return;
+                    }
+                }
+                b'\r' => {}
+                _ => self.line_ends = 0,
+            }
         }
-        // Keep the last three bytes seen, for an end split across reads.
-        let mut joined = [0u8; 6];
-        joined[..3].copy_from_slice(&self.tail);
-        let k = data.len().min(3);
-        joined[3..3 + k].copy_from_slice(&data[data.len() - k..]);
-        self.tail.copy_from_slice(&joined[k..k + 3]);
     }
-}
-
-/// Whether `\r\n\r\n` (or a bare `\n\n`) ends within `tail` + `data`.
-fn head_ends(tail: &[u8; 3], data: &[u8]) -> bool {
-    let mut boundary = [0u8; 6];
-    boundary[..3].copy_from_slice(tail);
-    let k = data.len().min(3);
-    boundary[3..3 + k].copy_from_slice(&data[..k]);
-    let boundary = &boundary[..3 + k];
-    let ends =
-        |b: &[u8]| b.windows(4).any(|w| w == b"\r\n\r\n") || b.windows(2).any(|w| w == b"\n\n");
-    ends(boundary) || ends(data)
 }
 
 /// A stream that carries its connection slot and enforces the head deadline.
@@ -364,5 +357,11 @@ mod tests {
         t.phase = Phase::Idle;
         t.on_read(b"G");
         assert_eq!(t.phase, Phase::Head, "a new request restarts the deadline");
+        t.on_read(b"ET / HTTP/1.1\nHost: x\n\nbody");
+        assert_eq!(
+            t.phase,
+            Phase::AfterHead,
+            "bare LF line ends end a head too"
+        );
     }
 }

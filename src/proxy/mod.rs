@@ -159,7 +159,73 @@ fn head_size(req: &RequestHeader) -> u64 {
     (line + fields) as u64
 }
 
+/// Why a request's framing is refused, when it is.
+///
+/// Pingora accepts some heads that a backend or another proxy could frame
+/// differently: it drops `Content-Length` when `Transfer-Encoding` is also
+/// present, and accepts lines ended by a bare LF. Both are refused here, from
+/// the raw head bytes, as Nginx refuses them.
+fn framing_problem(session: &Session) -> Option<&'static str> {
+    let req = session.req_header();
+    if req
+        .headers
+        .get_all(http::header::CONTENT_LENGTH)
+        .iter()
+        .count()
+        > 1
+    {
+        return Some("more than one Content-Length");
+    }
+    let raw = session.as_downstream().as_http1()?.get_headers_raw_bytes();
+    raw_framing_problem(&raw)
+}
+
+/// [`framing_problem`] on raw HTTP/1 head bytes.
+fn raw_framing_problem(raw: &[u8]) -> Option<&'static str> {
+    let mut prev = 0u8;
+    for &b in raw {
+        if b == b'\n' && prev != b'\r' {
+            return Some("a line ended by a bare LF");
+        }
+        prev = b;
+    }
+    let has = |name: &[u8]| {
+        raw.split(|&b| b == b'\n').any(|line| {
+            line.len() > name.len()
+                && line[..name.len()].eq_ignore_ascii_case(name)
+                && line[name.len()] == b':'
+        })
+    };
+    if has(b"content-length") && has(b"transfer-encoding") {
+        return Some("both Content-Length and Transfer-Encoding");
+    }
+    None
+}
+
 impl Gatehouse {
+    /// Ambiguous framing is refused with 400 and the connection closed, so
+    /// nothing that a backend could read differently is ever forwarded.
+    async fn framing_stage(&self, session: &mut Session, ctx: &mut Ctx) -> pingora::Result<Step> {
+        if let Some(problem) = framing_problem(session) {
+            log::debug!("refused a request with {problem}");
+            respond::send_error(session, ctx, 400).await?;
+            return Ok(Step::Done);
+        }
+        // An h2c upgrade is not offered: the request is served as HTTP/1.1.
+        let req = session.req_header_mut();
+        let h2c = req
+            .headers
+            .get(http::header::UPGRADE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.split(',').any(|p| p.trim().eq_ignore_ascii_case("h2c")));
+        if h2c {
+            req.remove_header(&http::header::UPGRADE);
+            req.remove_header("http2-settings");
+            req.remove_header(&http::header::CONNECTION);
+        }
+        Ok(Step::Next)
+    }
+
     /// A request head over `max_header_size` gets 431.
     async fn head_size_stage(
         &self,
@@ -351,6 +417,16 @@ impl ProxyHttp for Gatehouse {
         Ctx::new()
     }
 
+    async fn early_request_filter(
+        &self,
+        session: &mut Session,
+        _ctx: &mut Ctx,
+    ) -> pingora::Result<()> {
+        // Pipelined HTTP/1.1 requests are answered one after another, in order.
+        session.as_downstream_mut().set_pipelining_enabled(true);
+        Ok(())
+    }
+
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> pingora::Result<bool> {
         let rt = self.state.current();
         ctx.rt = Some(rt.clone());
@@ -369,6 +445,9 @@ impl ProxyHttp for Gatehouse {
             &rt.config.server.trusted_proxies,
         );
 
+        if let Step::Done = self.framing_stage(session, ctx).await? {
+            return Ok(true);
+        }
         if let Step::Done = self.head_size_stage(session, ctx, &rt).await? {
             return Ok(true);
         }
@@ -561,6 +640,23 @@ impl ProxyHttp for Gatehouse {
         access_log::record(session, e, ctx, elapsed);
         // Release the in-flight slot now rather than when the context is dropped.
         ctx.in_flight = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ambiguous_framing_is_found_in_raw_heads() {
+        let ok = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\n";
+        assert_eq!(raw_framing_problem(ok), None);
+        let both = b"POST / HTTP/1.1\r\nHost: a\r\ncontent-length: 2\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert!(raw_framing_problem(both).is_some());
+        let lf = b"GET / HTTP/1.1\nHost: a\r\n\r\n";
+        assert!(raw_framing_problem(lf).is_some());
+        let lookalike = b"GET / HTTP/1.1\r\nX-Content-Length: 1\r\nTransfer-Encoding-X: y\r\n\r\n";
+        assert_eq!(raw_framing_problem(lookalike), None);
     }
 }
 
