@@ -70,6 +70,17 @@ fn run(path: &Path, upgrade: bool) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if !upgrade {
+        // Pingora retries a busy port for 30 s and then gives up; say it at once.
+        let busy = busy_listen_addresses(&config);
+        if !busy.is_empty() {
+            for (key, addr, e) in &busy {
+                eprintln!("{}: {key}: cannot listen on {addr}: {e}", path.display());
+            }
+            eprintln!("gatehouse: nothing was started (use `run -u` to take sockets over from a running instance)");
+            return ExitCode::FAILURE;
+        }
+    }
     let drain_delay = config.server.drain_delay;
     match crate::server::build(config, path, upgrade) {
         Ok((server, state)) => {
@@ -86,6 +97,29 @@ fn run(path: &Path, upgrade: bool) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Listen addresses of `config` that cannot be bound now, with their key.
+fn busy_listen_addresses(
+    config: &crate::config::Config,
+) -> Vec<(&'static str, std::net::SocketAddr, std::io::Error)> {
+    let mut all: Vec<(&'static str, std::net::SocketAddr)> = Vec::new();
+    if let Some(http) = &config.http {
+        all.extend(http.listen.iter().map(|a| ("http.listen", *a)));
+    }
+    if let Some(https) = &config.https {
+        all.extend(https.listen.iter().map(|a| ("https.listen", *a)));
+    }
+    if let Some(admin) = config.admin {
+        all.push(("admin.listen", admin));
+    }
+    all.into_iter()
+        .filter_map(|(key, addr)| {
+            std::net::TcpListener::bind(addr)
+                .err()
+                .map(|e| (key, addr, e))
+        })
+        .collect()
 }
 
 fn check(path: &Path) -> ExitCode {
