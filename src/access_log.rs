@@ -16,38 +16,50 @@ use std::time::{Duration, SystemTime};
 use pingora::proxy::Session;
 use serde::Serialize;
 
-use crate::config::runtime::AccessLog;
+use crate::config::runtime::{AccessLog, Target};
 use crate::metrics;
 use crate::proxy::Ctx;
 
 /// Lines queued for the writer before new ones are dropped.
 pub const QUEUE_LINES: usize = 16 * 1024;
+/// Bytes the writer gathers before a write to the sink.
+const WRITE_BUFFER: usize = 64 * 1024;
+/// Longest wait (when idle) between SIGUSR1 and reopening the file.
+const REOPEN_POLL: Duration = Duration::from_millis(200);
 
 static SINK: OnceLock<SyncSender<String>> = OnceLock::new();
 static REOPEN: AtomicBool = AtomicBool::new(false);
 /// Lines queued or written but not yet flushed.
 static PENDING: AtomicUsize = AtomicUsize::new(0);
 
-/// One access log line.
+/// One access log line. Every field is always present (`null` when unknown).
 #[derive(Serialize)]
 pub struct Entry<'a> {
+    /// RFC 3339, UTC, milliseconds.
     pub time: String,
     pub client_ip: Option<String>,
     pub method: &'a str,
     pub host: Option<&'a str>,
+    /// The path without the query string.
     pub path: &'a str,
+    /// The matched route's prefix; `null` when no route matched.
     pub route: Option<&'a str>,
     pub status: u16,
     pub bytes_sent: usize,
     pub duration_ms: f64,
+    /// The upstream pool of the route, also when no server could be picked (503).
     pub upstream: Option<&'a str>,
+    /// The server that took the last attempt.
     pub server: Option<&'a str>,
     pub upstream_duration_ms: Option<f64>,
     pub request_id: &'a str,
+    /// `h1` or `h2`.
     pub protocol: &'static str,
+    /// `TLSv1.2` or `TLSv1.3`; `null` on the plain listener.
     pub tls_version: Option<&'a str>,
     pub user_agent: Option<&'a str>,
     pub referer: Option<&'a str>,
+    /// Why the request failed, when it did.
     pub error: Option<String>,
 }
 
@@ -98,21 +110,34 @@ fn writer(
     mut open: Box<dyn FnMut() -> std::io::Result<Box<dyn Write + Send>> + Send>,
 ) {
     let mut out = match open() {
-        Ok(o) => std::io::BufWriter::with_capacity(64 * 1024, o),
+        Ok(o) => std::io::BufWriter::with_capacity(WRITE_BUFFER, o),
         Err(e) => {
             log::error!("access log: cannot open: {e}");
             return;
         }
     };
-    let write = |out: &mut std::io::BufWriter<Box<dyn Write + Send>>, line: String| {
-        if out.write_all(line.as_bytes()).is_err() {
+    // Set while writes fail, so a full disk is reported once, not per line.
+    let mut failing = false;
+    let mut write = |out: &mut std::io::BufWriter<Box<dyn Write + Send>>, line: String| match out
+        .write_all(line.as_bytes())
+    {
+        Ok(()) if failing => {
+            failing = false;
+            log::info!("access log: writing again");
+        }
+        Ok(()) => {}
+        Err(e) => {
+            if !failing {
+                failing = true;
+                log::warn!("access log: write failed, dropping lines until it works: {e}");
+            }
             if let Some(m) = metrics::get() {
                 m.access_log_dropped.inc();
             }
         }
     };
     loop {
-        match rx.recv_timeout(Duration::from_millis(200)) {
+        match rx.recv_timeout(REOPEN_POLL) {
             Ok(line) => {
                 let mut written = 1;
                 write(&mut out, line);
@@ -133,7 +158,10 @@ fn writer(
         if REOPEN.swap(false, Ordering::Relaxed) {
             let _ = out.flush();
             match open() {
-                Ok(o) => out = std::io::BufWriter::with_capacity(64 * 1024, o),
+                Ok(o) => {
+                    out = std::io::BufWriter::with_capacity(WRITE_BUFFER, o);
+                    log::info!("access log: reopened");
+                }
                 Err(e) => log::error!("access log: reopen failed, keeping the old file: {e}"),
             }
         }
@@ -149,7 +177,8 @@ pub fn record(session: &Session, e: Option<&pingora::Error>, ctx: &Ctx, elapsed:
     let tls_version = session
         .digest()
         .and_then(|d| d.ssl_digest.as_ref())
-        .map(|s| s.version.as_ref());
+        .map(|s| tls_version_name(&s.version));
+    let route = ctx.route();
     let flight = ctx.in_flight.as_ref().map(|f| f.backend());
     let entry = Entry {
         time: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
@@ -157,35 +186,90 @@ pub fn record(session: &Session, e: Option<&pingora::Error>, ctx: &Ctx, elapsed:
         method: req.method.as_str(),
         host: header_str(http::header::HOST).or_else(|| req.uri.authority().map(|a| a.as_str())),
         path: req.uri.path(),
-        route: ctx.route().map(|r| r.prefix.as_str()),
+        route: route.map(|r| r.prefix.as_str()),
         status: ctx.status,
         bytes_sent: session.body_bytes_sent(),
         duration_ms: elapsed.as_secs_f64() * 1000.0,
-        upstream: ctx
-            .pool
-            .as_ref()
-            .filter(|_| flight.is_some())
-            .map(|p| p.name()),
+        upstream: match route.map(|r| &r.target) {
+            Some(Target::Upstream(name)) => Some(name.as_str()),
+            _ => None,
+        },
         server: flight.map(|b| b.label.as_str()),
-        upstream_duration_ms: ctx
-            .upstream_start
-            .map(|t| t.elapsed().as_secs_f64() * 1000.0),
+        // Measured against the same end as `duration_ms`, so it is never larger.
+        upstream_duration_ms: ctx.upstream_start.map(|t| {
+            let before_upstream = t.saturating_duration_since(ctx.start);
+            elapsed.saturating_sub(before_upstream).as_secs_f64() * 1000.0
+        }),
         request_id: &ctx.request_id,
         protocol: if session.is_http2() { "h2" } else { "h1" },
         tls_version,
         user_agent: header_str(http::header::USER_AGENT),
         referer: header_str(http::header::REFERER),
-        error: e.map(|e| e.etype().as_str().to_string()),
+        error: e.map(error_text),
     };
     let Ok(mut line) = serde_json::to_string(&entry) else {
         return;
     };
     line.push('\n');
+    enqueue(sink, line);
+}
+
+/// Hands `line` to the writer without waiting; a full queue drops it and
+/// counts the drop. Returns whether the line was queued.
+fn enqueue(sink: &SyncSender<String>, line: String) -> bool {
     PENDING.fetch_add(1, Ordering::Relaxed);
-    if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = sink.try_send(line) {
-        PENDING.fetch_sub(1, Ordering::Relaxed);
-        if let Some(m) = metrics::get() {
-            m.access_log_dropped.inc();
+    match sink.try_send(line) {
+        Ok(()) => true,
+        Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+            PENDING.fetch_sub(1, Ordering::Relaxed);
+            if let Some(m) = metrics::get() {
+                m.access_log_dropped.inc();
+            }
+            false
         }
+    }
+}
+
+/// The usual spelling of a TLS version (rustls names them `TLSv1_3`).
+fn tls_version_name(version: &str) -> &str {
+    match version {
+        "TLSv1_3" => "TLSv1.3",
+        "TLSv1_2" => "TLSv1.2",
+        other => other,
+    }
+}
+
+/// A short reason: the explanation Gatehouse gave for its own status errors
+/// (`no healthy upstream server left to try`), else the error type
+/// (`ConnectRefused`, `ReadTimeout`, ...).
+fn error_text(e: &pingora::Error) -> String {
+    match (&e.etype, &e.context) {
+        (pingora::ErrorType::HTTPStatus(_), Some(context)) => context.as_str().to_string(),
+        (etype, _) => etype.as_str().to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_queue_drops_and_counts_instead_of_blocking() {
+        let dropped = || metrics::get().map_or(0, |m| m.access_log_dropped.get());
+        let before = dropped();
+        // Nobody reads: the writer is stalled.
+        let (tx, _rx) = sync_channel(2);
+        let started = std::time::Instant::now();
+        let queued: Vec<bool> = (0..5).map(|i| enqueue(&tx, format!("{i}\n"))).collect();
+        assert!(started.elapsed() < Duration::from_secs(1));
+        assert_eq!(queued, [true, true, false, false, false]);
+        assert_eq!(dropped() - before, 3);
+    }
+
+    #[test]
+    fn tls_versions_are_spelled_as_usual() {
+        assert_eq!(tls_version_name("TLSv1_3"), "TLSv1.3");
+        assert_eq!(tls_version_name("TLSv1_2"), "TLSv1.2");
+        assert_eq!(tls_version_name("TLSv1.3"), "TLSv1.3");
     }
 }

@@ -85,6 +85,11 @@ fn build() -> Result<Metrics, prometheus::Error> {
         "Config reloads, by result (ok or error).",
         &["result"],
     )?;
+    // Both series exist from the start, so `increase(...{result="error"}[5m])`
+    // sees the first failed reload.
+    for result in ["ok", "error"] {
+        config_reloads.with_label_values(&[result]);
+    }
     let last_reload_success = Gauge::new(
         "gatehouse_config_last_reload_success_timestamp_seconds",
         "Unix time of the last config load or reload that succeeded.",
@@ -154,7 +159,7 @@ pub fn remove_backend(upstream: &str, server: &str) {
     }
 }
 
-/// Counts a config load or reload.
+/// Counts a reload (SIGHUP, `gatehouse reload`, `watch_config`).
 pub fn record_reload(ok: bool) {
     if let Some(m) = get() {
         m.config_reloads
@@ -163,6 +168,14 @@ pub fn record_reload(ok: bool) {
         if ok {
             m.last_reload_success.set(crate::state::unix_now());
         }
+    }
+}
+
+/// Marks the config loaded at start-up: sets the last-success time without
+/// counting a reload.
+pub fn record_startup_load() {
+    if let Some(m) = get() {
+        m.last_reload_success.set(crate::state::unix_now());
     }
 }
 
@@ -184,4 +197,23 @@ pub fn render() -> String {
         return String::new();
     }
     String::from_utf8(out).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_span_half_a_millisecond_to_thirty_seconds() {
+        assert_eq!(LATENCY_BUCKETS.first(), Some(&0.0005));
+        assert_eq!(LATENCY_BUCKETS.last(), Some(&30.0));
+        assert!(LATENCY_BUCKETS.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn unknown_methods_share_one_label() {
+        let odd = http::Method::from_bytes(b"PURGE").unwrap_or(http::Method::GET);
+        assert_eq!(method_label(&odd), "OTHER");
+        assert_eq!(method_label(&http::Method::DELETE), "DELETE");
+    }
 }

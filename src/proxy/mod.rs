@@ -643,6 +643,15 @@ impl ProxyHttp for Gatehouse {
     }
 }
 
+/// A `status` label without an allocation per request.
+fn status_label(status: u16) -> &'static str {
+    static LABELS: std::sync::LazyLock<Vec<String>> =
+        std::sync::LazyLock::new(|| (0..600).map(|n: u16| n.to_string()).collect());
+    LABELS
+        .get(usize::from(status))
+        .map_or("other", String::as_str)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -658,13 +667,4 @@ mod tests {
         let lookalike = b"GET / HTTP/1.1\r\nX-Content-Length: 1\r\nTransfer-Encoding-X: y\r\n\r\n";
         assert_eq!(raw_framing_problem(lookalike), None);
     }
-}
-
-/// A `status` label without an allocation per request.
-fn status_label(status: u16) -> &'static str {
-    static LABELS: std::sync::LazyLock<Vec<String>> =
-        std::sync::LazyLock::new(|| (0..600).map(|n: u16| n.to_string()).collect());
-    LABELS
-        .get(usize::from(status))
-        .map_or("other", String::as_str)
 }
