@@ -612,6 +612,12 @@ impl ProxyHttp for Gatehouse {
         }
     }
 
+    fn suppress_error_log(&self, _session: &Session, _ctx: &Ctx, error: &Error) -> bool {
+        // Statuses Gatehouse decided itself (503, 413, ...) are in the access
+        // log and metrics already; only real failures go to the error log.
+        matches!(error.etype(), ErrorType::HTTPStatus(_))
+    }
+
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
         if ctx.status == 0 {
             ctx.status = session.response_written().map_or(0, |r| r.status.as_u16());
@@ -631,9 +637,11 @@ impl ProxyHttp for Gatehouse {
                     .with_label_values(&[pool.name(), &flight.backend().label, upstream_status])
                     .inc();
                 if let Some(t) = ctx.upstream_start {
+                    // Measured to the same end as the request, so never longer.
+                    let upstream = elapsed.saturating_sub(t.saturating_duration_since(ctx.start));
                     m.upstream_duration
                         .with_label_values(&[pool.name()])
-                        .observe(t.elapsed().as_secs_f64());
+                        .observe(upstream.as_secs_f64());
                 }
             }
         }
