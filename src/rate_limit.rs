@@ -100,7 +100,9 @@ impl Limiter {
                 }
             }
             Err(not_until) => {
-                let wait = not_until.wait_time_from(DefaultClock::default().now());
+                // The limiter's own clock: building a new one costs CPUID
+                // probes on every refusal.
+                let wait = not_until.wait_time_from(self.limiter.clock().now());
                 Decision {
                     allowed: false,
                     limit: self.config.burst,
@@ -236,6 +238,28 @@ mod tests {
         assert_eq!(l.key_for(None, &h), Key::Missing);
         h.insert("x-api-key", http::HeaderValue::from_static("abc"));
         assert_eq!(l.key_for(None, &h), Key::Text("abc".into()));
+    }
+
+    #[test]
+    fn eviction_drops_only_full_buckets() {
+        let fast = limit(1000.0, 1);
+        let slow = limit(0.1, 2);
+        for i in 0..100u8 {
+            let k = Key::Ip([10, 0, 0, i].into());
+            assert!(fast.check(&k).allowed);
+            assert!(slow.check(&k).allowed);
+        }
+        assert_eq!((fast.len(), slow.len()), (100, 100));
+        // 1 ms per request: every fast bucket is full again well within 20 ms.
+        std::thread::sleep(Duration::from_millis(20));
+        fast.evict_idle();
+        slow.evict_idle();
+        assert!(fast.is_empty(), "{} full buckets kept", fast.len());
+        assert_eq!(slow.len(), 100, "buckets still refilling are kept");
+        // An evicted key starts again with a full bucket.
+        let d = fast.check(&Key::Ip([10, 0, 0, 1].into()));
+        assert!(d.allowed);
+        assert_eq!(d.remaining, 0);
     }
 
     #[test]

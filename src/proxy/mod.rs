@@ -431,6 +431,10 @@ impl ProxyHttp for Gatehouse {
         let rt = self.state.current();
         ctx.rt = Some(rt.clone());
         ctx.tls = is_tls(session);
+        if !session.is_process_shutting_down() {
+            let idle = rt.config.server.keepalive_timeout;
+            session.set_keepalive(Some(idle.as_secs().max(1)));
+        }
         let req = session.req_header();
         ctx.request_id = headers::request_id(req.headers.get(headers::X_REQUEST_ID));
         ctx.peer_ip = session
