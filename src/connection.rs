@@ -22,6 +22,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use pingora::apps::ServerApp;
+use pingora::listeners::PreTlsProcess;
+use pingora::protocols::l4::stream::Stream as L4Stream;
 use pingora::protocols::raw_connect::ProxyDigest;
 use pingora::protocols::tls::{SslDigest, TlsRef};
 use pingora::protocols::{
@@ -41,6 +43,12 @@ struct PerIp {
 }
 
 impl PerIp {
+    /// Connections `ip` holds now.
+    fn count(&self, ip: IpAddr) -> usize {
+        let counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        counts.get(&ip).copied().unwrap_or(0)
+    }
+
     /// Takes a slot for `ip` unless `cap` are taken.
     fn acquire(self: &Arc<Self>, ip: IpAddr, cap: Option<usize>) -> Option<IpSlot> {
         let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
@@ -87,6 +95,55 @@ impl<A> Guarded<A> {
             app: Arc::new(app),
             state,
             per_ip: Arc::default(),
+        }
+    }
+
+    /// The check to run on TLS connections before their handshake.
+    pub fn pre_tls(&self) -> Arc<PreTls> {
+        Arc::new(PreTls {
+            state: self.state.clone(),
+            per_ip: self.per_ip.clone(),
+        })
+    }
+}
+
+/// Runs before a TLS handshake: a client already at its connection cap is
+/// refused before any handshake work, and a connection that sends nothing
+/// within `header_timeout` is closed. (A client that starts a handshake and
+/// stalls is bounded by Pingora's fixed 60 s handshake timeout; connections
+/// count against the cap once their handshake is done.)
+pub struct PreTls {
+    state: Arc<State>,
+    per_ip: Arc<PerIp>,
+}
+
+#[async_trait]
+impl PreTlsProcess for PreTls {
+    async fn process(&self, stream: &mut L4Stream) -> pingora::Result<()> {
+        let server = self.state.current().config.server.clone();
+        let ip = stream
+            .get_socket_digest()
+            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
+        if let (Some(ip), Some(cap)) = (ip, server.max_connections_per_ip) {
+            if self.per_ip.count(ip) >= cap {
+                return pingora::Error::e_explain(
+                    pingora::ErrorType::ConnectionClosed,
+                    "max_connections_per_ip reached",
+                );
+            }
+        }
+        let mut first = [0u8; 1];
+        match tokio::time::timeout(server.header_timeout, stream.try_peek(&mut first)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(pingora::Error::because(
+                pingora::ErrorType::ReadError,
+                "before TLS",
+                e,
+            )),
+            Err(_) => pingora::Error::e_explain(
+                pingora::ErrorType::ReadTimedout,
+                "no TLS ClientHello within header_timeout",
+            ),
         }
     }
 }
