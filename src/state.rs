@@ -5,10 +5,18 @@
 //! snapshot and keep it to the end; a reload builds the next runtime completely
 //! (carrying server health, pooled state and limiter buckets over), then swaps
 //! it in with one `store`.
+//!
+//! Reloads are serialised (SIGHUP, `gatehouse reload` and `watch_config` may
+//! overlap). Each one first records a fingerprint of the files it is about to
+//! read ([`State::files_fingerprint`]), so the config watcher can tell a file
+//! that changed since from one a reload already saw.
 
+use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
@@ -71,8 +79,12 @@ pub struct State {
     /// The TLS listener's certificates, when there is one.
     certs: Option<Arc<SniResolver>>,
     config_path: PathBuf,
-    /// Set when a graceful shutdown starts; `/readyz` turns 503.
-    draining: std::sync::atomic::AtomicBool,
+    /// Set on SIGTERM and when a graceful shutdown starts (see `set_draining`).
+    draining: AtomicBool,
+    /// Held for the whole of a reload: one at a time.
+    reload_lock: Mutex<()>,
+    /// [`State::files_fingerprint`] as the last load or reload attempt saw it.
+    loaded_fingerprint: AtomicU64,
 }
 
 impl State {
@@ -82,6 +94,7 @@ impl State {
             Some(https) => Some(Arc::new(SniResolver::new(CertSet::load(https)?))),
             None => None,
         };
+        let fingerprint = fingerprint(&watched_files(config_path, &config));
         let runtime = Runtime::build(config, None);
         for pool in runtime.pools.values() {
             for b in &pool.backends {
@@ -93,7 +106,9 @@ impl State {
             generation: watch::channel(0).0,
             certs,
             config_path: config_path.to_path_buf(),
-            draining: std::sync::atomic::AtomicBool::new(false),
+            draining: AtomicBool::new(false),
+            reload_lock: Mutex::new(()),
+            loaded_fingerprint: AtomicU64::new(fingerprint),
         }))
     }
 
@@ -116,30 +131,52 @@ impl State {
         &self.config_path
     }
 
+    /// From now on `/readyz` answers 503 and each HTTP/1.1 answer closes its
+    /// connection.
     pub fn set_draining(&self) {
-        self.draining
-            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.draining.store(true, Ordering::Relaxed);
     }
 
     pub fn is_draining(&self) -> bool {
-        self.draining.load(std::sync::atomic::Ordering::Relaxed)
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// A hash of the contents of the files a reload reads: the config file and
+    /// the certificates and keys the running config names. Reads files: call
+    /// it off the async threads.
+    pub fn files_fingerprint(&self) -> u64 {
+        fingerprint(&watched_files(&self.config_path, &self.current().config))
+    }
+
+    /// [`State::files_fingerprint`] as the last load or reload attempt saw it,
+    /// whether that attempt succeeded or not.
+    pub fn loaded_fingerprint(&self) -> u64 {
+        self.loaded_fingerprint.load(Ordering::Relaxed)
     }
 
     /// Re-reads the config file and swaps it in. On any error the running
-    /// config stays and the error is returned (and counted).
+    /// config stays and the error is returned (and counted). Blocking (reads
+    /// files); one reload runs at a time.
     pub fn reload(&self) -> Result<ReloadReport, ConfigErrors> {
+        let _one_at_a_time = self
+            .reload_lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        self.loaded_fingerprint
+            .store(self.files_fingerprint(), Ordering::Relaxed);
         let result = self.try_reload();
         match &result {
+            // Logged before counted: whoever watches the counter finds the log.
             Ok(report) => {
-                metrics::record_reload(true);
                 for item in &report.needs_upgrade {
                     log::warn!("reload: {item} changed; this takes a binary upgrade (run -u) and is ignored");
                 }
                 log::info!("reload: config {} applied", self.config_path.display());
+                metrics::record_reload(true);
             }
             Err(errors) => {
-                metrics::record_reload(false);
                 log::error!("reload rejected, the running config stays:\n{errors}");
+                metrics::record_reload(false);
             }
         }
         result
@@ -191,7 +228,16 @@ impl State {
         healthy: bool,
         cause: Option<CheckError>,
     ) {
-        metrics::set_backend_health(pool.name(), &backend.label, healthy);
+        // A checker of a pool that a reload just replaced may still report;
+        // the gauge of a server the reload removed must not come back.
+        let current = self.current().pools.get(pool.name()).is_some_and(|p| {
+            p.backends
+                .iter()
+                .any(|b| std::ptr::eq(Arc::as_ptr(b), backend))
+        });
+        if current {
+            metrics::set_backend_health(pool.name(), &backend.label, healthy);
+        }
         match (healthy, cause) {
             (true, _) => log::info!(
                 "upstream {}: server {} is healthy again",
@@ -254,7 +300,38 @@ fn needs_upgrade(old: &Config, new: &Config) -> Vec<String> {
     if old.server.grace_period != new.server.grace_period {
         out.push("server.grace_period".to_string());
     }
+    if old.server.drain_delay != new.server.drain_delay {
+        out.push("server.drain_delay".to_string());
+    }
     out
+}
+
+/// The config file and every certificate and key file `config` names.
+fn watched_files(config_path: &Path, config: &Config) -> Vec<PathBuf> {
+    let mut files = vec![config_path.to_path_buf()];
+    if let Some(https) = &config.https {
+        files.push(https.cert.clone());
+        files.push(https.key.clone());
+        for sni in &https.sni {
+            files.push(sni.cert.clone());
+            files.push(sni.key.clone());
+        }
+    }
+    files
+}
+
+/// A hash of each file's path and contents (a file that cannot be read hashes
+/// as its error kind, so it changes when the file appears).
+fn fingerprint(files: &[PathBuf]) -> u64 {
+    let mut h = DefaultHasher::new();
+    for path in files {
+        path.hash(&mut h);
+        match std::fs::read(path) {
+            Ok(bytes) => bytes.hash(&mut h),
+            Err(e) => format!("{:?}", e.kind()).hash(&mut h),
+        }
+    }
+    h.finish()
 }
 
 /// Seconds since the epoch, for the last-reload gauge.

@@ -5,7 +5,9 @@
 //! answer within `timeout`. [`HealthService`] runs one task per pool of the
 //! current config and restarts them when a reload swaps the config; because
 //! server state is carried across reloads ([`super::Pool::new`]), a restart
-//! keeps every server's health.
+//! keeps every server's health. The first round of a (re)started task runs at
+//! once, so a server added by a reload joins as soon as it passes. A pool whose
+//! checks a reload removed puts every server back in rotation.
 
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
@@ -162,8 +164,11 @@ impl BackgroundService for HealthService {
             let runtime = self.state.current();
             let mut tasks = JoinSet::new();
             for pool in runtime.pools.values() {
-                if let Some(hc) = pool.config.health.clone() {
-                    tasks.spawn(watch_pool(pool.clone(), hc, self.state.clone()));
+                match pool.config.health.clone() {
+                    Some(hc) => {
+                        tasks.spawn(watch_pool(pool.clone(), hc, self.state.clone()));
+                    }
+                    None => self.unchecked(pool),
                 }
             }
             drop(runtime);
@@ -176,6 +181,21 @@ impl BackgroundService for HealthService {
                 }
             }
             tasks.abort_all();
+        }
+    }
+}
+
+impl HealthService {
+    /// A pool without checks (a reload may have removed them): nothing would
+    /// ever bring a server the checks took out back, so all are in rotation.
+    fn unchecked(&self, pool: &Pool) {
+        for backend in &pool.backends {
+            backend.pending.store(false, Ordering::Relaxed);
+            backend.passes.store(0, Ordering::Relaxed);
+            backend.fails.store(0, Ordering::Relaxed);
+            if backend.set_healthy(true) {
+                self.state.on_health_change(pool, backend, true, None);
+            }
         }
     }
 }

@@ -431,7 +431,11 @@ impl ProxyHttp for Gatehouse {
         let rt = self.state.current();
         ctx.rt = Some(rt.clone());
         ctx.tls = is_tls(session);
-        if !session.is_process_shutting_down() {
+        if self.state.is_draining() {
+            // Draining (SIGTERM, or after an upgrade's handover): `Connection:
+            // close`, so each busy keep-alive connection ends after this answer.
+            session.set_keepalive(None);
+        } else if !session.is_process_shutting_down() {
             let idle = rt.config.server.keepalive_timeout;
             session.set_keepalive(Some(idle.as_secs().max(1)));
         }

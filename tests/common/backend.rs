@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -129,6 +129,7 @@ impl BackendBuilder {
             health_status: AtomicU16::new(self.health_status),
             mode: Mutex::new(self.mode),
             response_headers: self.response_headers,
+            accepted: AtomicUsize::new(0),
         });
         let backend = Backend {
             shared,
@@ -146,6 +147,8 @@ struct Shared {
     health_status: AtomicU16,
     mode: Mutex<Mode>,
     response_headers: Vec<(String, String)>,
+    /// TCP connections accepted so far.
+    accepted: AtomicUsize,
 }
 
 struct Running {
@@ -258,6 +261,11 @@ impl Backend {
             .cloned()
     }
 
+    /// TCP connections accepted so far (health checks included).
+    pub fn connections(&self) -> usize {
+        self.shared.accepted.load(Ordering::SeqCst)
+    }
+
     /// Forgets the recorded requests.
     pub fn clear(&self) {
         lock(&self.shared.requests).clear();
@@ -331,6 +339,7 @@ async fn accept_loop(
             _ = &mut shutdown => break,
             accepted = listener.accept() => {
                 if let Ok((stream, _)) = accepted {
+                    shared.accepted.fetch_add(1, Ordering::SeqCst);
                     let _ = stream.set_nodelay(true);
                     conns.spawn(serve(stream, shared.clone()));
                 }

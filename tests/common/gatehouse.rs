@@ -315,7 +315,10 @@ impl Gatehouse {
         std::fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
     }
 
-    fn client_builder(&self) -> reqwest::ClientBuilder {
+    /// The builder behind [`Gatehouse::client`] (trusts the server
+    /// certificate, resolves `localhost`, follows no redirects), for tests that
+    /// need more, e.g. a second root certificate.
+    pub fn client_builder(&self) -> reqwest::ClientBuilder {
         let cert =
             reqwest::Certificate::from_pem(&self.cert_pem()).expect("parse server certificate");
         reqwest::Client::builder()
@@ -391,6 +394,174 @@ impl Gatehouse {
             self.stderr().contains(needle) || self.stdout().contains(needle)
         })
         .await
+    }
+}
+
+/// Where the harness's default `[server]` section puts the pid file.
+pub const PID_FILE: &str = "gatehouse.pid";
+
+/// Where the harness's default `[server]` section puts the upgrade socket.
+pub const UPGRADE_SOCK: &str = "upgrade.sock";
+
+impl Gatehouse {
+    /// The pid written in `{dir}/gatehouse.pid` (the default `pid_file`), if any.
+    pub fn pid_file_pid(&self) -> Option<u32> {
+        std::fs::read_to_string(self.dir.path().join(PID_FILE))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+    }
+
+    /// Waits up to `within` for the pid file to name `pid`. Gatehouse writes it
+    /// once it handles SIGHUP, so wait for it before sending one.
+    pub async fn wait_pid_file(&self, pid: u32, within: Duration) -> bool {
+        super::eventually(within, || async { self.pid_file_pid() == Some(pid) }).await
+    }
+
+    /// Runs `gatehouse ARGS` to completion in the temp dir (e.g. `reload -c gatehouse.toml`).
+    pub fn run_cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(binary())
+            .args(args)
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .output()
+            .expect("run gatehouse")
+    }
+
+    /// Replaces the config file with `text` (placeholders of the ports and
+    /// `{dir}` replaced; the `[server]` section is not added), atomically.
+    pub fn write_config(&self, text: &str) {
+        let text = text
+            .replace("{http_port}", &self.http_port.to_string())
+            .replace("{https_port}", &self.https_port.to_string())
+            .replace("{admin_port}", &self.admin_port.to_string())
+            .replace("{dir}", &self.dir.path().display().to_string());
+        let tmp = self.dir.path().join("gatehouse.toml.tmp");
+        std::fs::write(&tmp, text).expect("write config");
+        std::fs::rename(&tmp, &self.config_path).expect("replace config");
+    }
+
+    /// The value of the first sample of `name` on the admin `/metrics` whose
+    /// labels include `labels` (counters, gauges, untyped); `None` when there is
+    /// none or the scrape fails.
+    pub async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        let text = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(CLIENT_TIMEOUT)
+            .build()
+            .ok()?
+            .get(self.admin_url("/metrics"))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        let scrape =
+            prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).ok()?;
+        scrape
+            .samples
+            .iter()
+            .filter(|s| s.metric == name)
+            .filter(|s| labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+            .find_map(|s| match s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => Some(v),
+                _ => None,
+            })
+    }
+
+    /// Waits up to `within` for [`Gatehouse::metric`] to reach at least `value`.
+    pub async fn wait_metric(
+        &self,
+        name: &str,
+        labels: &[(&str, &str)],
+        value: f64,
+        within: Duration,
+    ) -> bool {
+        super::eventually(within, || async {
+            self.metric(name, labels).await.is_some_and(|v| v >= value)
+        })
+        .await
+    }
+
+    /// Starts a second instance on the same config and dir with `run -u`: it
+    /// takes the sockets over once this one gets SIGQUIT. Does not wait for it.
+    pub fn start_successor(&self) -> Successor {
+        let dir = self.dir.path().to_path_buf();
+        let stdout = std::fs::File::create(dir.join("successor.stdout.log"))
+            .expect("create successor.stdout.log");
+        let stderr = std::fs::File::create(dir.join("successor.stderr.log"))
+            .expect("create successor.stderr.log");
+        let mut cmd = Command::new(binary());
+        cmd.arg("run")
+            .arg("-c")
+            .arg(&self.config_path)
+            .arg("-u")
+            .current_dir(&dir)
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr);
+        if std::env::var_os("RUST_LOG").is_none() {
+            cmd.env("RUST_LOG", "info");
+        }
+        let child = cmd.spawn().expect("spawn gatehouse -u");
+        Successor {
+            child: Mutex::new(child),
+            dir,
+        }
+    }
+}
+
+/// A second Gatehouse started with `run -u` by [`Gatehouse::start_successor`];
+/// killed (SIGKILL) on drop. Drop it before the [`Gatehouse`] whose dir it uses.
+pub struct Successor {
+    child: Mutex<Child>,
+    dir: PathBuf,
+}
+
+impl Successor {
+    pub fn pid(&self) -> u32 {
+        self.child.lock().unwrap_or_else(|e| e.into_inner()).id()
+    }
+
+    /// Sends a signal by name with kill(1).
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg("-s")
+            .arg(name)
+            .arg(self.pid().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -s {name} failed");
+    }
+
+    /// The exit status, if it has exited.
+    pub fn try_wait(&self) -> Option<ExitStatus> {
+        self.child
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .try_wait()
+            .ok()
+            .flatten()
+    }
+
+    /// Everything it wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.join("successor.stderr.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Successor {
+    fn drop(&mut self) {
+        let child = self.child.get_mut().unwrap_or_else(|e| e.into_inner());
+        let _ = child.kill();
+        let _ = child.wait();
+        if std::thread::panicking() {
+            let err = self.stderr();
+            let tail = &err[err.len().saturating_sub(4000)..];
+            eprintln!("--- successor stderr (tail) ---\n{tail}");
+        }
     }
 }
 
