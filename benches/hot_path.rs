@@ -140,7 +140,7 @@ fn bench_select(c: &mut Criterion) {
         ("random", Balance::Random),
         ("consistent_hash", Balance::ConsistentHash),
     ] {
-        let pool = Pool::new(upstream(balance), None);
+        let pool = Pool::new(upstream(balance));
         c.bench_function(&format!("select/{name}"), |b| {
             b.iter(|| pool.select(black_box(b"203.0.113.9"), &[]))
         });

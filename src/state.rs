@@ -45,8 +45,11 @@ impl Runtime {
             .upstreams
             .iter()
             .map(|(name, up)| {
-                let prev = previous.and_then(|p| p.pools.get(name)).map(Arc::as_ref);
-                (name.clone(), Arc::new(Pool::new(up.clone(), prev)))
+                let pool = match previous {
+                    None => Pool::new(up.clone()),
+                    Some(p) => Pool::reloaded(up.clone(), p.pools.get(name).map(Arc::as_ref)),
+                };
+                (name.clone(), Arc::new(pool))
             })
             .collect();
         let sites = config

@@ -111,8 +111,19 @@ impl std::fmt::Debug for Pool {
 
 impl Pool {
     /// Builds a pool, taking over the state of servers that `previous` already had.
-    pub fn new(config: Upstream, previous: Option<&Pool>) -> Pool {
-        let fresh_start = previous.is_none();
+    /// A pool at start-up: every server starts in rotation.
+    pub fn new(config: Upstream) -> Pool {
+        Pool::build(config, None, false)
+    }
+
+    /// A pool built by a reload. Servers `previous` had keep their state; new
+    /// ones (all of them when the pool itself is new) wait for a passing
+    /// check when health checks are configured.
+    pub fn reloaded(config: Upstream, previous: Option<&Pool>) -> Pool {
+        Pool::build(config, previous, true)
+    }
+
+    fn build(config: Upstream, previous: Option<&Pool>, reloading: bool) -> Pool {
         let backends: Vec<Arc<Backend>> = config
             .servers
             .iter()
@@ -121,7 +132,7 @@ impl Pool {
                     .and_then(|p| p.backends.iter().find(|b| b.addr == s.addr).cloned())
                     .unwrap_or_else(|| {
                         // New servers of a reload wait for a passing check when checks are on.
-                        let healthy = fresh_start || config.health.is_none();
+                        let healthy = !reloading || config.health.is_none();
                         Arc::new(Backend::new(s.addr, healthy))
                     })
             })
@@ -315,13 +326,13 @@ mod tests {
 
     #[test]
     fn weighted_round_robin_is_exact() {
-        let pool = Pool::new(upstream(Balance::RoundRobin, &[1, 2]), None);
+        let pool = Pool::new(upstream(Balance::RoundRobin, &[1, 2]));
         assert_eq!(counts(&pool, 300, |_| vec![]), vec![100, 200]);
     }
 
     #[test]
     fn unhealthy_and_tried_servers_are_skipped() {
-        let pool = Pool::new(upstream(Balance::RoundRobin, &[1, 1, 1]), None);
+        let pool = Pool::new(upstream(Balance::RoundRobin, &[1, 1, 1]));
         pool.backends[0].set_healthy(false);
         let tried = [pool.backends[1].addr];
         for _ in 0..10 {
@@ -336,7 +347,7 @@ mod tests {
 
     #[test]
     fn least_conn_prefers_idle_servers() {
-        let pool = Pool::new(upstream(Balance::LeastConn, &[1, 1]), None);
+        let pool = Pool::new(upstream(Balance::LeastConn, &[1, 1]));
         let _busy = InFlight::new(pool.backends[0].clone());
         for _ in 0..5 {
             assert_eq!(pool.select(b"", &[]).unwrap().addr, pool.backends[1].addr);
@@ -345,7 +356,7 @@ mod tests {
 
     #[test]
     fn consistent_hash_is_sticky_and_fails_over() {
-        let pool = Pool::new(upstream(Balance::ConsistentHash, &[1, 1, 1]), None);
+        let pool = Pool::new(upstream(Balance::ConsistentHash, &[1, 1, 1]));
         let first = pool.select(b"user-42", &[]).unwrap().addr;
         for _ in 0..10 {
             assert_eq!(pool.select(b"user-42", &[]).unwrap().addr, first);
@@ -358,7 +369,7 @@ mod tests {
 
     #[test]
     fn random_respects_weights() {
-        let pool = Pool::new(upstream(Balance::Random, &[1, 3]), None);
+        let pool = Pool::new(upstream(Balance::Random, &[1, 3]));
         let c = counts(&pool, 4000, |_| vec![]);
         assert!(c[1] > 2 * c[0], "{c:?}");
     }
@@ -373,13 +384,13 @@ mod tests {
             healthy_threshold: 1,
             unhealthy_threshold: 1,
         });
-        let old = Pool::new(cfg.clone(), None);
+        let old = Pool::new(cfg.clone());
         old.backends[1].set_healthy(false);
         cfg.servers.push(ServerAddr {
             addr: SocketAddr::from(([127, 0, 0, 1], 6000)),
             weight: 1,
         });
-        let new = Pool::new(cfg, Some(&old));
+        let new = Pool::reloaded(cfg, Some(&old));
         assert!(Arc::ptr_eq(&old.backends[0], &new.backends[0]));
         assert!(!new.backends[1].is_healthy());
         assert!(
