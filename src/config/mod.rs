@@ -40,7 +40,15 @@ pub fn parse(text: &str, file: Option<&Path>, base: &Path) -> Result<Config, Con
             file: file.map(Path::to_path_buf),
             position,
             key: if key == "." { String::new() } else { key },
-            message: inner.message().to_string(),
+            message: match inner.message() {
+                "" => inner
+                    .to_string()
+                    .lines()
+                    .next()
+                    .unwrap_or("invalid TOML")
+                    .to_string(),
+                m => m.to_string(),
+            },
         }])
     })?;
     runtime::validate(parsed, base).map_err(|problems| error::locate(text, file, problems))

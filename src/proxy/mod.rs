@@ -167,14 +167,29 @@ fn head_size(req: &RequestHeader) -> u64 {
 /// the raw head bytes, as Nginx refuses them.
 fn framing_problem(session: &Session) -> Option<&'static str> {
     let req = session.req_header();
-    if req
-        .headers
-        .get_all(http::header::CONTENT_LENGTH)
-        .iter()
-        .count()
-        > 1
-    {
-        return Some("more than one Content-Length");
+    let mut lengths = req.headers.get_all(http::header::CONTENT_LENGTH).iter();
+    if let Some(length) = lengths.next() {
+        if lengths.next().is_some() {
+            return Some("more than one Content-Length");
+        }
+        // Only 1*DIGIT: no lists ("5,5"), signs or spaces.
+        let v = length.as_bytes();
+        if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
+            return Some("a Content-Length that is not a plain number");
+        }
+    }
+    // The only transfer coding a request may use here is `chunked` alone:
+    // others would be dropped on the way upstream without decoding the body.
+    let mut codings = req.headers.get_all(http::header::TRANSFER_ENCODING).iter();
+    if let Some(coding) = codings.next() {
+        if codings.next().is_some()
+            || !coding
+                .as_bytes()
+                .trim_ascii()
+                .eq_ignore_ascii_case(b"chunked")
+        {
+            return Some("a Transfer-Encoding other than chunked");
+        }
     }
     let raw = session.as_downstream().as_http1()?.get_headers_raw_bytes();
     raw_framing_problem(&raw)
@@ -550,14 +565,21 @@ impl ProxyHttp for Gatehouse {
         upstream_request: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> pingora::Result<()> {
-        if let Some(route) = ctx.route().filter(|r| r.strip_prefix) {
+        // Servers get origin-form (`/path?query`), also when the client sent
+        // absolute-form (`http://host/path`), with the route's prefix stripped.
+        let route = ctx.route().filter(|r| r.strip_prefix);
+        let absolute_form = !upstream_request.raw_path().starts_with(b"/");
+        if route.is_some() || absolute_form {
             let pq = upstream_request
                 .uri
                 .path_and_query()
                 .map_or("/", |p| p.as_str());
-            let new_path = route.upstream_path(pq);
+            let new_path = match route {
+                Some(route) => route.upstream_path(pq),
+                None => pq.to_string(),
+            };
             let uri = new_path.parse::<http::Uri>().map_err(|e| {
-                Error::because(ErrorType::HTTPStatus(400), "path after strip_prefix", e)
+                Error::because(ErrorType::HTTPStatus(400), "upstream request target", e)
             })?;
             upstream_request.set_uri(uri);
         }
@@ -601,8 +623,41 @@ impl ProxyHttp for Gatehouse {
         Ok(())
     }
 
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut Ctx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        // Pingora's policy: only idempotent requests, and only when a reused
+        // (kept-alive) connection failed, are retried.
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        if !session.req_header().method.is_idempotent() || session.as_ref().retry_buffer_truncated()
+        {
+            e.set_retry(false);
+        } else {
+            e.retry.decide_reuse(client_reused);
+        }
+        // A stale pooled connection says nothing about the server: let the
+        // retry pick it again on a fresh connection.
+        if client_reused && e.retry() {
+            if let Some(i) = ctx
+                .tried
+                .iter()
+                .rposition(|a| Some(a) == peer._address.as_inet())
+            {
+                ctx.tried.remove(i);
+            }
+        }
+        e
+    }
+
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
         let status = upstream::status_for(e);
+        // The connection is not reused after a failed exchange: say so.
+        session.set_keepalive(None);
         if status > 0 && session.response_written().is_none() {
             if let Err(write_err) = respond::send_error(session, ctx, status).await {
                 log::debug!("could not send the {status} error: {write_err}");
