@@ -237,8 +237,16 @@ fn revalued_config() -> impl Strategy<Value = String> {
     })
 }
 
+/// Cases per property: `default`, or `PROPTEST_CASES` for longer runs.
+fn cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 proptest! {
-    #![proptest_config(PtConfig { cases: 400, failure_persistence: None, ..PtConfig::default() })]
+    #![proptest_config(PtConfig { cases: cases(400), failure_persistence: None, ..PtConfig::default() })]
 
     #[test]
     fn config_parse_never_panics_on_any_text(text in "\\PC{0,300}") {
@@ -342,7 +350,7 @@ fn path_and_query() -> impl Strategy<Value = String> {
 }
 
 proptest! {
-    #![proptest_config(PtConfig { cases: 1000, failure_persistence: None, ..PtConfig::default() })]
+    #![proptest_config(PtConfig { cases: cases(1000), failure_persistence: None, ..PtConfig::default() })]
 
     #[test]
     fn redirect_location_keeps_the_requested_host(
@@ -414,7 +422,7 @@ fn model(prefixes: &BTreeSet<String>, path: &str) -> Option<String> {
 }
 
 proptest! {
-    #![proptest_config(PtConfig { cases: 1000, failure_persistence: None, ..PtConfig::default() })]
+    #![proptest_config(PtConfig { cases: cases(1000), failure_persistence: None, ..PtConfig::default() })]
 
     #[test]
     fn route_table_picks_the_longest_matching_prefix(
@@ -566,7 +574,7 @@ fn hostile_path() -> impl Strategy<Value = String> {
 }
 
 proptest! {
-    #![proptest_config(PtConfig { cases: 1000, failure_persistence: None, ..PtConfig::default() })]
+    #![proptest_config(PtConfig { cases: cases(1000), failure_persistence: None, ..PtConfig::default() })]
 
     #[test]
     fn static_files_never_serve_outside_the_root(path in hostile_path(), head in any::<bool>()) {
