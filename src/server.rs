@@ -34,6 +34,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use pingora::apps::ServerApp;
 use pingora::listeners::tls::TlsSettings;
+use pingora::listeners::{L4BufferSettings, ListenerConfig, DEFAULT_L4_WRITE_BUFFER_SIZE};
 use pingora::prelude::background_service;
 use pingora::protocols::Stream;
 use pingora::server::configuration::{Opt, ServerConf};
@@ -56,6 +57,8 @@ const PINGORA_MAX_RETRIES: usize = 101;
 /// Seconds given to runtimes to exit after the grace period.
 const RUNTIME_SHUTDOWN_SECONDS: u64 = 5;
 
+/// Read buffer of a client connection (bytes).
+pub const CLIENT_READ_BUFFER: usize = 4 * 1024;
 /// How long no request must be in flight before a draining process exits.
 pub const DRAIN_QUIET: Duration = Duration::from_millis(300);
 /// How often the drain watcher looks.
@@ -136,9 +139,15 @@ pub fn build(
     let pre_tls = guarded.pre_tls();
     let mut proxy = Service::new("proxy".to_string(), Lingering::new(guarded));
     proxy.endpoints().set_pre_tls_callback(pre_tls);
+    // Pingora's default 64 KiB read buffer per client connection costs ~100 KiB
+    // per idle keep-alive connection; heads fit a small one, and large body
+    // reads bypass it.
+    let buffers = L4BufferSettings::new(CLIENT_READ_BUFFER, DEFAULT_L4_WRITE_BUFFER_SIZE);
     if let Some(http) = &http {
         for addr in &http.listen {
-            proxy.add_tcp(&addr.to_string());
+            proxy
+                .endpoints()
+                .add_listener(ListenerConfig::tcp(addr.to_string()).l4_buffer(buffers));
         }
     }
     if let (Some(https), Some(resolver)) = (&https, state.cert_resolver()) {
@@ -149,7 +158,11 @@ pub fn build(
             if https.http2 {
                 tls.enable_h2();
             }
-            proxy.add_tls_with_settings(&addr.to_string(), None, tls);
+            proxy.endpoints().add_listener(
+                ListenerConfig::tcp(addr.to_string())
+                    .tls(tls)
+                    .l4_buffer(buffers),
+            );
         }
     }
     server.add_service(proxy);

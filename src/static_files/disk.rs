@@ -25,7 +25,7 @@ use super::path::SafePath;
 use crate::config::runtime::StaticSite;
 
 /// Files up to this size (bytes) are kept in memory; larger ones stream from disk.
-pub const MAX_CACHED_FILE_SIZE: u64 = 256 * 1024;
+pub const MAX_CACHED_FILE_SIZE: u64 = 2 * 1024 * 1024;
 
 /// Last second an HTTP-date can express (9999-12-31T23:59:59Z), in seconds since the epoch.
 const MAX_HTTP_DATE_SECS: u64 = 253_402_300_799;

@@ -75,7 +75,7 @@ use crate::config::runtime::StaticSite;
 
 /// Bytes read from disk at a time when streaming a file larger than
 /// [`MAX_CACHED_FILE_SIZE`].
-pub const STREAM_CHUNK_SIZE: usize = 64 * 1024;
+pub const STREAM_CHUNK_SIZE: usize = 256 * 1024;
 
 /// One static site: its config and its cache of files.
 pub struct Site {
