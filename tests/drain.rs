@@ -153,7 +153,8 @@ async fn sigint_during_a_drain_stops_at_once() {
     gh.signal("INT");
     let exit = gh.wait_exit(WITHIN).await.expect("did not exit");
     assert!(
-        int.elapsed() < Duration::from_secs(2),
+        // Far below the 20 s grace period; loose enough for a loaded 2-core machine.
+        int.elapsed() < Duration::from_secs(5),
         "took {:?}",
         int.elapsed()
     );

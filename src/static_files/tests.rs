@@ -819,9 +819,10 @@ async fn large_files_stream_from_disk() {
 #[tokio::test]
 async fn a_file_cut_short_while_streaming_is_an_error() {
     let f = Fixture::new();
-    f.write("big.bin", vec![7u8; 300_000]);
+    let size = STREAM_CHUNK_SIZE * 4 + 12_345;
+    f.write("big.bin", vec![7u8; size]);
     let file = std::fs::File::open(f.root().join("big.bin")).unwrap();
-    let mut chunks = FileChunks::new(file, 0, 300_000);
+    let mut chunks = FileChunks::new(file, 0, size as u64);
     assert!(chunks.next().await.unwrap().is_some());
     std::fs::File::options()
         .write(true)
