@@ -99,6 +99,9 @@ fn server_conf(config: &Config) -> ServerConf {
         pid_file: s.pid_file.to_string_lossy().into_owned(),
         upgrade_sock: s.upgrade_sock.to_string_lossy().into_owned(),
         max_retries: PINGORA_MAX_RETRIES,
+        // One single-threaded runtime per worker thread, as Nginx has one event
+        // loop per worker: no cross-thread wake-ups on the request path.
+        work_stealing: false,
         ..ServerConf::default()
     }
 }
