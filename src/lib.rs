@@ -22,16 +22,29 @@
 //! The config lives in [`state::State`] behind an `ArcSwap`; each request loads
 //! one snapshot at its start and keeps it to the end.
 
-pub mod access_log;
-pub mod admin;
+/// The command line: `run`, `check`, `cert`, `reload`.
 pub mod cli;
+/// The config file: serde types, the validated model, located errors.
 pub mod config;
-pub mod metrics;
-pub mod pool;
-pub mod proxy;
-pub mod rate_limit;
-pub mod server;
+/// The live config snapshot behind `ArcSwap`, and reloads.
 pub mod state;
-pub mod static_files;
-pub mod tls;
+/// Builds and runs the Pingora server: listeners, services, signals, drain.
+pub mod server;
+/// Per-connection limits before HTTP: per-IP cap, request-head deadline, pre-TLS check.
 pub mod connection;
+/// Certificates, SNI selection, self-signed generation.
+pub mod tls;
+/// The `ProxyHttp` implementation: redirect, route, limits, upstream, responses.
+pub mod proxy;
+/// Keyed GCRA rate limiters.
+pub mod rate_limit;
+/// Static sites: safe paths, conditional and range requests, the file cache.
+pub mod static_files;
+/// Upstream pools: balancing and health checks.
+pub mod pool;
+/// Prometheus metrics.
+pub mod metrics;
+/// The JSON access log.
+pub mod access_log;
+/// The admin listener: `/metrics`, `/healthz`, `/readyz`.
+pub mod admin;
