@@ -190,6 +190,16 @@ def parse_h2load(out, log_file):
             if v:
                 errors[k] = v
     r["errors"] = errors
+    m = re.search(r"time to 1st byte:\s+(\S+)\s+(\S+)\s+(\S+)", out)
+    r["ttfb_mean_ms"] = to_ms(m.group(3)) if m else None
+    lat = sorted(read_h2load_log(log_file))
+    r["p50_ms"] = percentile(lat, 0.50)
+    r["p99_ms"] = percentile(lat, 0.99)
+    return r
+
+
+def read_h2load_log(log_file):
+    """Per-request latencies in ms from h2load --log-file (start, status, duration in us)."""
     lat = []
     try:
         with open(log_file) as f:
@@ -199,10 +209,44 @@ def parse_h2load(out, log_file):
                     lat.append(int(parts[2]) / 1000.0)
     except OSError:
         pass
+    return lat
+
+
+def handshake_loop(a, proxy, dur, log_prefix):
+    """Back-to-back `h2load --h1 -cN -nN` runs for `dur` seconds: every h2load client opens
+    one connection with a fresh SSL object (no session to resume: a full handshake) and
+    sends one request on it. Returns (command, parsed round)."""
+    url = f"https://localhost:{proxy.https_port}/small.txt"
+    base = ["h2load", "--h1", "-t1", f"-c{a.hs_conns}", f"-n{a.hs_conns}"]
+    t0 = time.monotonic()
+    done, runs, lat, errors, ttfb = 0, 0, [], {}, []
+    while time.monotonic() - t0 < dur:
+        log_file = f"{log_prefix}-{runs}.log"
+        res = subprocess.run(base + ["--log-file", log_file, url], capture_output=True,
+                             text=True, timeout=120)
+        runs += 1
+        try:
+            r = parse_h2load(res.stdout, log_file)
+        except (AttributeError, ValueError) as e:
+            errors["h2load_output"] = errors.get("h2load_output", 0) + 1
+            errors["last"] = f"{e}: {res.stdout[-300:]} {res.stderr[-300:]}"
+            continue
+        finally:
+            lat.extend(read_h2load_log(log_file))
+            if os.path.exists(log_file):
+                os.remove(log_file)
+        done += r["requests"]
+        if r.get("ttfb_mean_ms") is not None:
+            ttfb.append((r["ttfb_mean_ms"], r["requests"]))
+        for k, v in r["errors"].items():
+            errors[k] = errors.get(k, 0) + v
+    wall = time.monotonic() - t0
     lat.sort()
-    r["p50_ms"] = percentile(lat, 0.50)
-    r["p99_ms"] = percentile(lat, 0.99)
-    return r
+    parsed = dict(requests=done, rps=done / wall if wall else 0.0, h2load_runs=runs,
+                  p50_ms=percentile(lat, 0.50), p99_ms=percentile(lat, 0.99), errors=errors,
+                  ttfb_mean_ms=(sum(t * n for t, n in ttfb) / sum(n for _, n in ttfb)
+                                if ttfb and sum(n for _, n in ttfb) else None))
+    return " ".join(base + [url]) + f"  (repeated for {dur}s)", parsed
 
 
 # ---------------------------------------------------------------- scenarios
@@ -229,8 +273,11 @@ def scenarios(a):
         dict(id=5, key="static_1m", name="static 1 MiB file, HTTP/1.1 keep-alive, plain",
              tool="wrk", cmd=lambda p, dur=d: wrk_cmd(wrk, dur) +
              [f"http://127.0.0.1:{p.http_port}/large.bin"]),
-        dict(id=6, key="tls_handshake", name="new TLS connection per request "
-             "(full handshake, HTTP/1.1 `Connection: close`, 1 KiB file)", tool="wrk",
+        dict(id=6, key="tls_full_handshake", name="new TLS connection per request, full "
+             f"handshake (HTTP/1.1, 1 KiB file, {a.hs_conns} connections per h2load run)",
+             tool="h2load loop", cmd=None),
+        dict(id=8, key="tls_resumed", name="new TLS connection per request, session resumed "
+             "(TLS 1.3 PSK; HTTP/1.1 `Connection: close`, 1 KiB file)", tool="wrk",
              cmd=lambda p, dur=d: wrk_cmd(wrk, dur) + ["-H", "Connection: close",
                                                        f"https://localhost:{p.https_port}/small.txt"]),
         dict(id=7, key="idle_10k", name=f"{a.idle_conns} idle keep-alive connections (RSS)",
@@ -265,7 +312,11 @@ def one_round(a, sc, proxy, rnd):
     self0 = pid_ticks(os.getpid())
     t0 = time.monotonic()
     rss.start()
-    cmd, res = run_load(a, sc, proxy, a.duration, log_file)
+    if sc["tool"] == "h2load loop":
+        cmd, loop_parsed = handshake_loop(a, proxy, a.duration, log_file)
+        res = subprocess.CompletedProcess(cmd, 0, "", "")
+    else:
+        cmd, res = run_load(a, sc, proxy, a.duration, log_file)
     elapsed = time.monotonic() - t0
     split1 = proxy.cpu_split()
     ticks1 = sum(split1)
@@ -284,9 +335,11 @@ def one_round(a, sc, proxy, rnd):
                      backend_cpu_s=round((back1 - back0) / CLK_TCK, 3),
                      other_cpu_pct=round(max(0.0, other_s) / (elapsed * NCPU) * 100, 1))
     rec = dict(scenario=sc["id"], key=sc["key"], proxy=proxy.name, round=rnd,
-               cmd=" ".join(cmd), wall_s=round(elapsed, 3))
+               cmd=cmd if isinstance(cmd, str) else " ".join(cmd), wall_s=round(elapsed, 3))
     try:
-        if sc["tool"] == "h2load":
+        if sc["tool"] == "h2load loop":
+            parsed = loop_parsed
+        elif sc["tool"] == "h2load":
             parsed = parse_h2load(res.stdout, log_file)
         else:
             parsed = parse_wrk(res.stdout)
@@ -653,9 +706,19 @@ def markdown(meta, summary, a, profiles):
     L.append("- 1, 4, 5: wrk over plain HTTP/1.1 keep-alive. 2: wrk over TLS (wrk offers no ALPN, "
              "so HTTP/1.1). 3: h2load over TLS with ALPN h2; p50/p99 from h2load's per-request "
              "`--log-file`.")
-    L.append("- 6: wrk with `Connection: close` over https: both proxies close after each response "
-             "and wrk opens a new connection; wrk never calls `SSL_set_session`, so every "
-             "connection is a full handshake (no resumption) — req/s = handshakes/s.")
+    L.append(f"- 6: `h2load --h1 -t1 -c{a.hs_conns} -n{a.hs_conns}` run back to back for the "
+             "round: each h2load client makes one connection with a fresh SSL object (nothing to "
+             "resume, so a full TLS 1.3 handshake: X25519 + ECDSA P-256 certificate) and sends one "
+             "request; req/s = full handshakes/s including the gaps between h2load runs. The "
+             "single-threaded client does the costlier half of each handshake, so throughput here "
+             "is mostly client-bound: compare CPU per request. p50/p99 are of the request sent "
+             "after the handshake (h2load `--log-file`); the mean time to first byte (connect + "
+             "handshake + request) is in latest.json (`ttfb_mean_ms`).")
+    L.append("- 8: wrk with `Connection: close` over https: the proxy closes after each response "
+             "and wrk reconnects on the same SSL object, which keeps the session, so every "
+             "connection after the first resumes it (TLS 1.3 PSK, no certificate signature; "
+             "checked with Nginx's `$ssl_session_reused` = `r` for all but the first per wrk "
+             "connection, and Gatehouse resumes with `openssl s_client -sess_in` too).")
     L.append("- CPU seconds include everything the proxy did during the round (accepts, TLS, "
              "static file reads, upstream I/O).")
     logs = meta.get("logs") or {}
@@ -800,7 +863,8 @@ def main():
     p.add_argument("--h2-streams", type=int, default=32)
     p.add_argument("--idle-conns", type=int, default=10000)
     p.add_argument("--idle-rounds", type=int, default=2)
-    p.add_argument("--scenarios", default="1,2,3,4,5,6,7")
+    p.add_argument("--hs-conns", type=int, default=128)
+    p.add_argument("--scenarios", default="1,2,3,4,5,6,8,7")
     p.add_argument("--profile", action="store_true")
     p.add_argument("--profile-duration", type=int, default=4)
     a = p.parse_args()
@@ -809,7 +873,7 @@ def main():
     ngx = Proxy("nginx", a.ngx_pid, a.ngx_http_port, a.ngx_https_port, tree=True)
     order = [gh, ngx]
     wanted = {int(x) for x in a.scenarios.split(",") if x.strip()}
-    scs = [s for s in scenarios(a) if s["id"] in wanted]
+    scs = [s for s in scenarios(a) if s["id"] in wanted]  # idle (7) last, as listed
     os.makedirs(a.results, exist_ok=True)
     records, profiles = [], []
     started = time.monotonic()
@@ -828,7 +892,9 @@ def main():
                           f"{rec.get('failed', '')}", file=sys.stderr, flush=True)
             continue
         for proxy in order:  # warm-up, not recorded
-            if a.warmup > 0:
+            if a.warmup > 0 and sc["tool"] == "h2load loop":
+                handshake_loop(a, proxy, a.warmup, os.path.join(a.work, "warmup"))
+            elif a.warmup > 0:
                 run_load(a, sc, proxy, a.warmup, os.path.join(a.work, "warmup.log"))
         for rnd in range(a.rounds):
             for proxy in order:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Side-by-side load benchmark: Gatehouse against Nginx, same job, same backend.
 #
-#   benches/load/run.sh                 # defaults: 8 rounds x 2 s per scenario, ~6-8 min
+#   benches/load/run.sh                 # defaults: 8 rounds x 2 s per scenario, ~5-7 min
 #   ROUNDS=12 DURATION=3 benches/load/run.sh
 #   SCENARIOS=1,4 PROFILE=1 benches/load/run.sh   # + perf profile of Gatehouse for 1 and 4
 #
@@ -13,7 +13,10 @@
 #   CONNS [32]        wrk connections;  WRK_THREADS [1] wrk threads
 #   H2_CLIENTS [16]   h2load connections;  H2_STREAMS [32] streams per connection
 #   IDLE_CONNS [10000] idle keep-alive connections for scenario 7;  IDLE_ROUNDS [2]
-#   SCENARIOS [1,2,3,4,5,6,7]
+#   HS_CONNS [128]    scenario 6: connections (= requests) per h2load run
+#   SCENARIOS [1,2,3,4,5,6,8,7]  1 api plain, 2 api TLS, 3 api h2, 4 static 1 KiB, 5 static 1 MiB,
+#                     6 full TLS handshake per request, 8 resumed TLS handshake per request,
+#                     7 idle connections (RSS)
 #   PROFILE [0]       1: perf record (DWARF call graphs) of Gatehouse under scenarios 1 and 4,
 #                     after their rounds, plus syscalls per request of both proxies
 #   PROFILE_DURATION [4]
@@ -40,7 +43,8 @@ H2_CLIENTS="${H2_CLIENTS:-16}"
 H2_STREAMS="${H2_STREAMS:-32}"
 IDLE_CONNS="${IDLE_CONNS:-10000}"
 IDLE_ROUNDS="${IDLE_ROUNDS:-2}"
-SCENARIOS="${SCENARIOS:-1,2,3,4,5,6,7}"
+SCENARIOS="${SCENARIOS:-1,2,3,4,5,6,8,7}"
+HS_CONNS="${HS_CONNS:-128}"
 PROFILE="${PROFILE:-0}"
 PROFILE_DURATION="${PROFILE_DURATION:-4}"
 KEEP_WORK="${KEEP_WORK:-0}"
@@ -166,6 +170,7 @@ python3 "$HERE/bench.py" --work "$WORK" --results "$RESULTS" \
   --conns "$CONNS" --wrk-threads "$WRK_THREADS" \
   --h2-clients "$H2_CLIENTS" --h2-streams "$H2_STREAMS" \
   --idle-conns "$IDLE_CONNS" --idle-rounds "$IDLE_ROUNDS" --scenarios "$SCENARIOS" \
+  --hs-conns "$HS_CONNS" \
   "${profile_flag[@]}"
 
 log "wrote $RESULTS/latest.md, latest.json, latest.svg"
