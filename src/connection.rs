@@ -36,6 +36,31 @@ use tokio::time::{Instant, Sleep};
 
 use crate::state::State;
 
+/// The settings a new connection is checked against, read from the current
+/// config (copied, so no config is cloned per connection).
+#[derive(Clone, Copy)]
+struct Limits {
+    max_connections_per_ip: Option<usize>,
+    header_timeout: Duration,
+}
+
+impl Limits {
+    fn current(state: &State) -> Limits {
+        let server = &state.current().config.server;
+        Limits {
+            max_connections_per_ip: server.max_connections_per_ip,
+            header_timeout: server.header_timeout,
+        }
+    }
+}
+
+/// The client's IP address, from the socket.
+fn peer_ip<S: GetSocketDigest + ?Sized>(stream: &S) -> Option<IpAddr> {
+    stream
+        .get_socket_digest()
+        .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()))
+}
+
 /// Open connections per client IP.
 #[derive(Default)]
 struct PerIp {
@@ -120,11 +145,9 @@ pub struct PreTls {
 #[async_trait]
 impl PreTlsProcess for PreTls {
     async fn process(&self, stream: &mut L4Stream) -> pingora::Result<()> {
-        let server = self.state.current().config.server.clone();
-        let ip = stream
-            .get_socket_digest()
-            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
-        if let (Some(ip), Some(cap)) = (ip, server.max_connections_per_ip) {
+        let limits = Limits::current(&self.state);
+        let ip = peer_ip(&*stream);
+        if let (Some(ip), Some(cap)) = (ip, limits.max_connections_per_ip) {
             if self.per_ip.count(ip) >= cap {
                 return pingora::Error::e_explain(
                     pingora::ErrorType::ConnectionClosed,
@@ -133,7 +156,7 @@ impl PreTlsProcess for PreTls {
             }
         }
         let mut first = [0u8; 1];
-        match tokio::time::timeout(server.header_timeout, stream.try_peek(&mut first)).await {
+        match tokio::time::timeout(limits.header_timeout, stream.try_peek(&mut first)).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Err(pingora::Error::because(
                 pingora::ErrorType::ReadError,
@@ -155,12 +178,10 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        let server = self.state.current().config.server.clone();
-        let ip = stream
-            .get_socket_digest()
-            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
+        let limits = Limits::current(&self.state);
+        let ip = peer_ip(&*stream);
         let slot = match ip {
-            Some(ip) => match self.per_ip.acquire(ip, server.max_connections_per_ip) {
+            Some(ip) => match self.per_ip.acquire(ip, limits.max_connections_per_ip) {
                 Some(slot) => Some(slot),
                 None => {
                     log::debug!("connection from {ip} refused: max_connections_per_ip reached");
@@ -170,7 +191,7 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
             None => None,
         };
         let h1 = !matches!(stream.selected_alpn_proto(), Some(ALPN::H2));
-        let head = h1.then(|| HeadTimer::new(server.header_timeout));
+        let head = h1.then(|| HeadTimer::new(limits.header_timeout));
         let guarded: Stream = Box::new(GuardedIo {
             inner: stream,
             _slot: slot,
