@@ -355,23 +355,12 @@ impl Gatehouse {
 
     /// Sends a signal by name (`HUP`, `TERM`, `QUIT`, `INT`...) with kill(1).
     pub fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .arg("-s")
-            .arg(name)
-            .arg(self.pid().to_string())
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -s {name} failed");
+        send_signal(self.pid(), name);
     }
 
     /// The exit status, if the child has exited.
     pub fn try_wait(&self) -> Option<ExitStatus> {
-        self.child
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .try_wait()
-            .ok()
-            .flatten()
+        child_exit(&self.child)
     }
 
     /// Waits (polling) up to `within` for the child to exit.
@@ -527,23 +516,12 @@ impl Successor {
 
     /// Sends a signal by name with kill(1).
     pub fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .arg("-s")
-            .arg(name)
-            .arg(self.pid().to_string())
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -s {name} failed");
+        send_signal(self.pid(), name);
     }
 
     /// The exit status, if it has exited.
     pub fn try_wait(&self) -> Option<ExitStatus> {
-        self.child
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .try_wait()
-            .ok()
-            .flatten()
+        child_exit(&self.child)
     }
 
     /// Everything it wrote to stderr so far.
@@ -584,4 +562,25 @@ impl Drop for Gatehouse {
             ));
         }
     }
+}
+
+/// Sends a signal by name (`HUP`, `TERM`, `QUIT`, `INT`...) to `pid` with kill(1).
+fn send_signal(pid: u32, name: &str) {
+    let status = Command::new("kill")
+        .arg("-s")
+        .arg(name)
+        .arg(pid.to_string())
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -s {name} failed");
+}
+
+/// The child's exit status, if it has exited.
+fn child_exit(child: &std::sync::Mutex<std::process::Child>) -> Option<ExitStatus> {
+    child
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .try_wait()
+        .ok()
+        .flatten()
 }
