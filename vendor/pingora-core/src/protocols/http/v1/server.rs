@@ -448,8 +448,13 @@ impl HttpSession {
                                     detached_suffix = Some(buf.split_off(header_end));
                                 }
                             }
-                            // try to escape URI
-                            if let Some(new_buf) = escape_illegal_request_line(&buf) {
+                            // Gatehouse patch: an invalid request line (a raw space or a
+                            // control character in the target) is refused, not escaped and
+                            // forwarded (RFC 9112 section 3.2: a recipient should not
+                            // autocorrect an invalid request line and process it).
+                            if let Some(new_buf) = escape_illegal_request_line(&buf)
+                                .filter(|_| ESCAPE_ILLEGAL_REQUEST_LINE)
+                            {
                                 buf = new_buf;
                                 already_read = buf.len();
                             } else {
@@ -1761,6 +1766,10 @@ static REQUEST_LINE_REGEX: Lazy<Regex> =
 // the chars httparse considers illegal in URL
 // Almost https://url.spec.whatwg.org/#query-percent-encode-set + {}
 const URI_ESC_CHARSET: &AsciiSet = &CONTROLS.add(b' ').add(b'<').add(b'>').add(b'"');
+
+/// Gatehouse patch: whether request lines httparse rejects are percent-encoded and parsed
+/// again (upstream Pingora's behaviour) instead of refused with 400.
+const ESCAPE_ILLEGAL_REQUEST_LINE: bool = false;
 
 fn escape_illegal_request_line(buf: &BytesMut) -> Option<BytesMut> {
     if let Some(captures) = REQUEST_LINE_REGEX.captures(buf) {
