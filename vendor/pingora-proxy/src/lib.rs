@@ -352,12 +352,6 @@ where
                         "Fail to proxy: {e}, downstream session type: {}",
                         downstream_session.session_type()
                     );
-                    downstream_session
-                        .respond_error(400)
-                        .await
-                        .unwrap_or_else(|e| {
-                            error!("failed to send error response to downstream: {e}");
-                        });
                 } else {
                     // otherwise the connection must be broken, no need to send anything
                     error!(
@@ -365,6 +359,10 @@ where
                         downstream_session.session_type()
                     );
                 }
+                // Gatehouse patch: the application answers (or not) instead of a fixed 400.
+                self.inner
+                    .downstream_request_error(&mut downstream_session, &e)
+                    .await;
                 downstream_session.shutdown().await;
                 return None;
             }

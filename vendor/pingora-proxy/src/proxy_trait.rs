@@ -122,6 +122,22 @@ pub trait ProxyHttp {
         Ok(())
     }
 
+    /// Gatehouse patch: called when a downstream request head could not be read,
+    /// before any [Session] exists, in place of Pingora's own answer.
+    ///
+    /// An `error` of type `InvalidHTTPHeader` means the client sent a head that does
+    /// not parse (a bad request line, a bare CR, an oversized head); it is owed an
+    /// answer, by default an empty 400. Any other error means the connection broke
+    /// and nothing can be sent. The connection is closed afterwards either way.
+    async fn downstream_request_error(&self, session: &mut HttpSession, error: &Error) {
+        if matches!(error.etype(), InvalidHTTPHeader) {
+            session
+                .respond_error(400)
+                .await
+                .unwrap_or_else(|e| error!("failed to send error response to downstream: {e}"));
+        }
+    }
+
     /// Returns whether this session is allowed to spawn subrequests.
     ///
     /// This function is checked after [Self::early_request_filter] to allow that filter to configure
