@@ -38,10 +38,11 @@ pub struct Entry<'a> {
     /// RFC 3339, UTC, milliseconds.
     pub time: String,
     pub client_ip: Option<String>,
-    pub method: &'a str,
+    /// `null` when the request head could not be parsed.
+    pub method: Option<&'a str>,
     pub host: Option<&'a str>,
-    /// The path without the query string.
-    pub path: &'a str,
+    /// The path without the query string; `null` when the head could not be parsed.
+    pub path: Option<&'a str>,
     /// The matched route's prefix; `null` when no route matched.
     pub route: Option<&'a str>,
     pub status: u16,
@@ -183,9 +184,9 @@ pub fn record(session: &Session, e: Option<&pingora::Error>, ctx: &Ctx, elapsed:
     let entry = Entry {
         time: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
         client_ip: ctx.client_ip.map(|ip| ip.to_string()),
-        method: req.method.as_str(),
+        method: Some(req.method.as_str()),
         host: header_str(http::header::HOST).or_else(|| req.uri.authority().map(|a| a.as_str())),
-        path: req.uri.path(),
+        path: Some(req.uri.path()),
         route: route.map(|r| r.prefix.as_str()),
         status: ctx.status,
         bytes_sent: session.body_bytes_sent(),
@@ -207,7 +208,44 @@ pub fn record(session: &Session, e: Option<&pingora::Error>, ctx: &Ctx, elapsed:
         referer: header_str(http::header::REFERER),
         error: e.map(error_text),
     };
-    let Ok(mut line) = serde_json::to_string(&entry) else {
+    queue(sink, &entry);
+}
+
+/// Formats and queues the line for a request whose head could not be parsed
+/// (answered 400 before any route or config snapshot was involved).
+pub fn record_unparsed(
+    client_ip: Option<std::net::IpAddr>,
+    tls_version: Option<&str>,
+    request_id: &str,
+    bytes_sent: usize,
+    elapsed: Duration,
+) {
+    let Some(sink) = SINK.get() else { return };
+    let entry = Entry {
+        time: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+        client_ip: client_ip.map(|ip| ip.to_string()),
+        method: None,
+        host: None,
+        path: None,
+        route: None,
+        status: 400,
+        bytes_sent,
+        duration_ms: elapsed.as_secs_f64() * 1000.0,
+        upstream: None,
+        server: None,
+        upstream_duration_ms: None,
+        request_id,
+        protocol: "h1",
+        tls_version: tls_version.map(tls_version_name),
+        user_agent: None,
+        referer: None,
+        error: Some("invalid request head".to_string()),
+    };
+    queue(sink, &entry);
+}
+
+fn queue(sink: &SyncSender<String>, entry: &Entry<'_>) {
+    let Ok(mut line) = serde_json::to_string(entry) else {
         return;
     };
     line.push('\n');

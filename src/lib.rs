@@ -46,5 +46,7 @@ pub mod pool;
 pub mod metrics;
 /// The JSON access log.
 pub mod access_log;
+/// The operational log: client events demoted and counted, floods held back.
+pub mod logging;
 /// The admin listener: `/metrics`, `/healthz`, `/readyz`.
 pub mod admin;

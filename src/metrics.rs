@@ -28,6 +28,7 @@ pub struct Metrics {
     pub config_reloads: IntCounterVec,
     pub last_reload_success: Gauge,
     pub access_log_dropped: IntCounter,
+    pub client_disconnects: IntCounterVec,
 }
 
 fn build() -> Result<Metrics, prometheus::Error> {
@@ -100,6 +101,14 @@ fn build() -> Result<Metrics, prometheus::Error> {
         "Access log lines dropped because the sink could not keep up.",
     )?;
     registry.register(Box::new(access_log_dropped.clone()))?;
+    let client_disconnects = counter(
+        "gatehouse_client_disconnects_total",
+        "Client connections that ended early or broke (not errors of the proxy), by phase.",
+        &["phase"],
+    )?;
+    for phase in crate::logging::ClientPhase::ALL {
+        client_disconnects.with_label_values(&[phase.as_str()]);
+    }
     Ok(Metrics {
         registry,
         requests,
@@ -111,6 +120,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
         config_reloads,
         last_reload_success,
         access_log_dropped,
+        client_disconnects,
     })
 }
 
@@ -177,6 +187,27 @@ pub fn record_startup_load() {
     if let Some(m) = get() {
         m.last_reload_success.set(crate::state::unix_now());
     }
+}
+
+/// Counts one answered request: `gatehouse_requests_total` and the duration.
+pub fn record_request(route: &str, method: &str, status: u16, elapsed: std::time::Duration) {
+    if let Some(m) = get() {
+        m.requests
+            .with_label_values(&[route, method, status_label(status)])
+            .inc();
+        m.request_duration
+            .with_label_values(&[route])
+            .observe(elapsed.as_secs_f64());
+    }
+}
+
+/// A `status` label without an allocation per request.
+pub fn status_label(status: u16) -> &'static str {
+    static LABELS: LazyLock<Vec<String>> =
+        LazyLock::new(|| (0..600).map(|n: u16| n.to_string()).collect());
+    LABELS
+        .get(usize::from(status))
+        .map_or("other", String::as_str)
 }
 
 /// Counts a request refused by a limit.

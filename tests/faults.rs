@@ -879,7 +879,7 @@ retries = 0
         .start()
         .await;
     let mut problems = Vec::new();
-    for (path, status) in [("/garbage/x", 502), ("/mute/x", 504), ("/down/x", 502)] {
+    for (path, status) in [("/garbage/x", 502), ("/mute/x", 504), ("/down/x", 503)] {
         let mut s = TcpStream::connect(gh.http_addr()).await.unwrap();
         let req = format!("GET {path} HTTP/1.1\r\nHost: a\r\n\r\n");
         let resp = common::raw::exchange(&mut s, req.as_bytes()).await.unwrap();

@@ -446,6 +446,32 @@ async fn no_healthy_server_gives_503_json() {
     }
 }
 
+/// "No server could be reached" has one answer, 503, from the first request
+/// on: before any health check has run (servers start in rotation and every
+/// connect fails) and after the checks took them out alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_reachable_server_gives_503_before_and_after_the_checks() {
+    let closed = [common::free_port(), common::free_port()];
+    let servers: Vec<String> = closed.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    // The first check runs only after an hour: every answer here comes before it.
+    let never = "\n[upstream.api.health]\npath = \"/health\"\ninterval = \"1h\"\n";
+    let gh = start_api(&servers, never).await;
+    let client = gh.client_h1();
+    for _ in 0..3 {
+        let resp = client.get(gh.https_url("/api/x")).send().await.unwrap();
+        assert_eq!(resp.status(), 503, "before any check");
+        let body = json(&resp.text().await.unwrap());
+        assert_eq!(body["error"], "service_unavailable");
+    }
+    // The same once the checks have taken both out.
+    let gh = start_api(&servers, FAST_HEALTH).await;
+    let client = gh.client_h1();
+    for _ in 0..3 {
+        let resp = client.get(gh.https_url("/api/x")).send().await.unwrap();
+        assert_eq!(resp.status(), 503);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_read_timeout_gives_504() {
     let b = Backend::builder()

@@ -24,6 +24,7 @@ use std::time::Instant;
 use async_trait::async_trait;
 use bytes::Bytes;
 use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::protocols::http::ServerSession;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType};
@@ -64,6 +65,8 @@ pub struct Ctx {
     pub pool: Option<Arc<Pool>>,
     /// Servers already tried for this request.
     pub tried: Vec<SocketAddr>,
+    /// Whether a server took the request and then failed the exchange.
+    pub exchange_failed: bool,
     pub in_flight: Option<InFlight>,
     pub upstream_start: Option<Instant>,
     pub upstream_status: Option<u16>,
@@ -95,6 +98,7 @@ impl Ctx {
             client_ip: None,
             pool: None,
             tried: Vec::new(),
+            exchange_failed: false,
             in_flight: None,
             upstream_start: None,
             upstream_status: None,
@@ -191,8 +195,34 @@ fn framing_problem(session: &Session) -> Option<&'static str> {
             return Some("a Transfer-Encoding other than chunked");
         }
     }
-    let raw = session.as_downstream().as_http1()?.get_headers_raw_bytes();
-    raw_framing_problem(&raw)
+    let Some(h1) = session.as_downstream().as_http1() else {
+        return target_problem(req.raw_path());
+    };
+    // The target as sent: the parsed one has lost a fragment already.
+    let raw = h1.get_headers_raw_bytes();
+    let target = raw.split(|&b| b == b' ').nth(1).unwrap_or_default();
+    target_problem(target).or_else(|| raw_framing_problem(&raw))
+}
+
+/// Why a request target is refused, when it is (RFC 9112 section 3.2).
+///
+/// Only origin-form (`/path?query`) and absolute-form (`http://host/path`)
+/// are served. Authority-form belongs to CONNECT (refused before this) and
+/// asterisk-form (`OPTIONS *`) asks about the proxy itself: both get 400, as
+/// Nginx answers. A `#` cannot be part of a target: a fragment that one
+/// parser drops and another keeps would route one path and serve another.
+/// Raw spaces and control characters never get here: the parser refuses them.
+fn target_problem(target: &[u8]) -> Option<&'static str> {
+    let has_scheme = |scheme: &[u8]| {
+        target.len() > scheme.len() && target[..scheme.len()].eq_ignore_ascii_case(scheme)
+    };
+    if !(target.starts_with(b"/") || has_scheme(b"http://") || has_scheme(b"https://")) {
+        return Some("a request target that is not origin- or absolute-form");
+    }
+    if target.contains(&b'#') {
+        return Some("a fragment in the request target");
+    }
+    None
 }
 
 /// [`framing_problem`] on raw HTTP/1 head bytes.
@@ -528,8 +558,9 @@ impl ProxyHttp for Gatehouse {
             Vec::new()
         };
         let Some(backend) = pool.select(&key, &ctx.tried) else {
-            // Nothing healthy is left: 503 before any attempt, 502 after failed ones.
-            let status = if ctx.tried.is_empty() { 503 } else { 502 };
+            // Nothing healthy is left to try: 503 while no server could be
+            // reached, 502 once one took the request and failed the exchange.
+            let status = if ctx.exchange_failed { 502 } else { 503 };
             return Error::e_explain(
                 ErrorType::HTTPStatus(status),
                 "no healthy upstream server left to try",
@@ -631,6 +662,7 @@ impl ProxyHttp for Gatehouse {
         ctx: &mut Ctx,
         client_reused: bool,
     ) -> Box<Error> {
+        ctx.exchange_failed = true;
         // Pingora's policy: only idempotent requests, and only when a reused
         // (kept-alive) connection failed, are retried.
         let mut e = e.more_context(format!("Peer: {peer}"));
@@ -675,6 +707,13 @@ impl ProxyHttp for Gatehouse {
         }
     }
 
+    async fn downstream_request_error(&self, session: &mut ServerSession, error: &Error) {
+        // Anything but an unparsable head is a broken connection: nothing can be sent.
+        if matches!(error.etype(), ErrorType::InvalidHTTPHeader) {
+            respond::send_unparsed_head_error(session, &self.state.current()).await;
+        }
+    }
+
     fn suppress_error_log(&self, _session: &Session, _ctx: &Ctx, error: &Error) -> bool {
         // Statuses Gatehouse decided itself (503, 413, ...) are in the access
         // log and metrics already; only real failures go to the error log.
@@ -688,14 +727,11 @@ impl ProxyHttp for Gatehouse {
         let elapsed = ctx.start.elapsed();
         let route = ctx.route().map_or("none", |r| r.prefix.as_str());
         let method = metrics::method_label(&session.req_header().method);
+        metrics::record_request(route, method, ctx.status, elapsed);
         if let Some(m) = metrics::get() {
-            let status = status_label(ctx.status);
-            m.requests.with_label_values(&[route, method, status]).inc();
-            m.request_duration
-                .with_label_values(&[route])
-                .observe(elapsed.as_secs_f64());
             if let (Some(pool), Some(flight)) = (&ctx.pool, &ctx.in_flight) {
-                let upstream_status = status_label(ctx.upstream_status.unwrap_or(ctx.status));
+                let upstream_status =
+                    metrics::status_label(ctx.upstream_status.unwrap_or(ctx.status));
                 m.upstream_requests
                     .with_label_values(&[pool.name(), &flight.backend().label, upstream_status])
                     .inc();
@@ -714,18 +750,27 @@ impl ProxyHttp for Gatehouse {
     }
 }
 
-/// A `status` label without an allocation per request.
-fn status_label(status: u16) -> &'static str {
-    static LABELS: std::sync::LazyLock<Vec<String>> =
-        std::sync::LazyLock::new(|| (0..600).map(|n: u16| n.to_string()).collect());
-    LABELS
-        .get(usize::from(status))
-        .map_or("other", String::as_str)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_origin_and_absolute_form_targets_are_served() {
+        for ok in [&b"/"[..], b"/a?b=c", b"//a", b"http://h/a", b"HTTPS://h:1/"] {
+            assert_eq!(target_problem(ok), None, "{}", ok.escape_ascii());
+        }
+        for bad in [
+            &b"*"[..],
+            b"foo",
+            b"h:80",
+            b"http://",
+            b"/a#b",
+            b"",
+            b"ftp://h/",
+        ] {
+            assert!(target_problem(bad).is_some(), "{}", bad.escape_ascii());
+        }
+    }
 
     #[test]
     fn ambiguous_framing_is_found_in_raw_heads() {

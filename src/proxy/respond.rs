@@ -3,11 +3,15 @@
 //! Every status Gatehouse produces is mapped to its error name here, in one
 //! place, and every such response goes through [`super::headers::decorate`].
 
+use std::time::Instant;
+
 use bytes::Bytes;
 use pingora::http::ResponseHeader;
+use pingora::protocols::http::ServerSession;
 use pingora::proxy::Session;
 
 use super::{headers, Ctx};
+use crate::state::Runtime;
 
 /// The `error` field of a JSON error for a status.
 pub fn error_name(status: u16) -> &'static str {
@@ -110,4 +114,55 @@ pub async fn send_redirect(
         Bytes::from_static(b"Moved Permanently\n"),
     )
     .await
+}
+
+/// Answers a request whose head could not be parsed (a bad request line, a
+/// bare CR, a NUL, obs-fold, ...): the same JSON 400 with a request id as
+/// every other error, `Connection: close`, one access-log line (route `none`)
+/// and a count in `gatehouse_requests_total`.
+pub async fn send_unparsed_head_error(session: &mut ServerSession, rt: &Runtime) {
+    let start = Instant::now();
+    let request_id = headers::request_id(None);
+    let tls = session
+        .digest()
+        .and_then(|d| d.ssl_digest.as_ref())
+        .map(|s| s.version.to_string());
+    let body = error_body(400, &request_id);
+    let header = (|| -> pingora::Result<ResponseHeader> {
+        let mut header = ResponseHeader::build(400, Some(6))?;
+        header.insert_header(http::header::CONTENT_TYPE, "application/json")?;
+        header.insert_header(http::header::CACHE_CONTROL, "no-store")?;
+        header.insert_header(http::header::CONNECTION, "close")?;
+        header.insert_header(http::header::CONTENT_LENGTH, body.len())?;
+        headers::decorate(&mut header, &rt.config, tls.is_some(), &request_id)?;
+        Ok(header)
+    })();
+    let mut sent = 0;
+    match header {
+        Ok(header) => {
+            session.set_keepalive(None);
+            let written = async {
+                session.write_response_header(Box::new(header)).await?;
+                session.write_response_body(body.clone(), true).await?;
+                session.finish_body().await
+            };
+            match written.await {
+                Ok(()) => sent = body.len(),
+                Err(e) => log::debug!("could not answer an unparsable request head: {e}"),
+            }
+        }
+        Err(e) => log::warn!("cannot build the 400 answer: {e}"),
+    }
+    let client_ip = session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip());
+    crate::metrics::record_request("none", "OTHER", 400, start.elapsed());
+    crate::access_log::record_unparsed(
+        client_ip,
+        tls.as_deref(),
+        &request_id,
+        sent,
+        start.elapsed(),
+    );
 }

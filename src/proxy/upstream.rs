@@ -55,11 +55,25 @@ fn cookie<'a>(req: &'a pingora::http::RequestHeader, name: &str) -> Option<&'a [
 
 /// The status for a request that failed while proxying.
 ///
+/// - 503: no server could be reached (every attempt failed to connect, so
+///   nothing was sent and the client may safely try again), the same answer
+///   as for a pool with no healthy server (HAProxy and Envoy answer so too).
+/// - 502: a server took the request and then failed the exchange.
+/// - 504: a server took the request and did not answer in time.
+///
 /// 0 means the client is gone and no response can be written.
 pub fn status_for(e: &Error) -> u16 {
     match e.etype() {
         ErrorType::HTTPStatus(code) => *code,
-        ErrorType::ConnectTimedout => 504,
+        ErrorType::ConnectTimedout
+        | ErrorType::ConnectRefused
+        | ErrorType::ConnectNoRoute
+        | ErrorType::ConnectError
+        | ErrorType::ConnectProxyFailure
+        | ErrorType::TLSHandshakeFailure
+        | ErrorType::TLSHandshakeTimedout
+        | ErrorType::SocketError
+        | ErrorType::BindError => 503,
         ErrorType::ReadTimedout | ErrorType::WriteTimedout
             if *e.esource() == ErrorSource::Upstream =>
         {
@@ -97,7 +111,13 @@ mod tests {
         assert_eq!(status_for(&e), 504);
         let mut e = Error::new(ErrorType::ConnectRefused);
         e.esource = ErrorSource::Upstream;
-        assert_eq!(status_for(&e), 502);
+        assert_eq!(status_for(&e), 503, "no server could be reached");
+        let mut e = Error::new(ErrorType::ConnectTimedout);
+        e.esource = ErrorSource::Upstream;
+        assert_eq!(status_for(&e), 503, "no server could be reached");
+        let mut e = Error::new(ErrorType::ConnectionClosed);
+        e.esource = ErrorSource::Upstream;
+        assert_eq!(status_for(&e), 502, "a server failed the exchange");
         assert_eq!(status_for(&Error::new(ErrorType::HTTPStatus(503))), 503);
     }
 }
