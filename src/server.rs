@@ -13,7 +13,8 @@
 //!   must be waiting on `upgrade_sock` (within [`UPGRADE_SOCK_WAIT`], else the
 //!   SIGQUIT is refused and this instance keeps serving). Pingora keeps both
 //!   instances accepting for 5 s, then this one stops accepting and drains.
-//! - SIGINT stops at once (also during a drain).
+//! - SIGINT exits at once (also during a drain), without Pingora's runtime
+//!   teardown (see [`exit_now`]).
 //!
 //! A drain: HTTP/2 connections get GOAWAY; an HTTP/1.1 keep-alive connection
 //! answers its next request with `Connection: close` (idle ones are closed
@@ -61,6 +62,8 @@ const RUNTIME_SHUTDOWN_SECONDS: u64 = 5;
 pub const CLIENT_READ_BUFFER: usize = 4 * 1024;
 /// How long no request must be in flight before a draining process exits.
 pub const DRAIN_QUIET: Duration = Duration::from_millis(300);
+/// How long a fast exit waits for the access log to be written.
+const FAST_EXIT_FLUSH: Duration = Duration::from_millis(200);
 /// How often the drain watcher looks.
 const DRAIN_POLL: Duration = Duration::from_millis(20);
 /// After the listeners close, how long an idle HTTP/1.1 keep-alive connection
@@ -221,6 +224,7 @@ pub fn run(mut server: Server, state: Arc<State>, drain_delay: Duration) {
             state,
             drain_delay,
             upgrade_sock,
+            pid_file: pid_file.clone(),
         }),
     });
     remove_pid_file_if_ours(&pid_file);
@@ -316,6 +320,30 @@ struct Signals {
     drain_delay: Duration,
     /// Where Pingora sends the sockets on SIGQUIT.
     upgrade_sock: PathBuf,
+    pid_file: PathBuf,
+}
+
+/// Exits the process when `signal` arrives.
+async fn exit_on(mut signal: tokio::signal::unix::Signal, why: &'static str, pid_file: PathBuf) {
+    if signal.recv().await.is_some() {
+        exit_now(why, &pid_file);
+    }
+}
+
+/// Ends the process at once (SIGINT, or a grace period that ran out): the
+/// access log is flushed (briefly) and the pid file removed, then the process
+/// exits without waiting for requests in flight.
+///
+/// Pingora's own fast shutdown drops its runtimes one by one; an accept loop
+/// whose listener belonged to a runtime already gone then fails on every turn
+/// without yielding, so its runtime never stops, the socket stays open and
+/// the loop logs millions of lines (issue 10). Exiting the process here is
+/// what Nginx does on SIGINT, and it cannot hang.
+fn exit_now(why: &str, pid_file: &Path) -> ! {
+    log::info!("{why}: exiting now");
+    crate::access_log::flush(FAST_EXIT_FLUSH);
+    remove_pid_file_if_ours(pid_file);
+    std::process::exit(0)
 }
 
 #[async_trait]
@@ -339,6 +367,7 @@ impl ShutdownSignalWatch for Signals {
                     if upgrade_sock_ready(sock, UPGRADE_SOCK_WAIT).await {
                         // `/readyz` stays 200: the new instance serves the same sockets.
                         log::info!("SIGQUIT: handing the listeners to the new instance; draining in 5 s");
+                        tokio::spawn(exit_on(int, "SIGINT while handing over", self.pid_file.clone()));
                         return ShutdownSignal::GracefulUpgrade;
                     }
                     log::error!(
@@ -352,13 +381,16 @@ impl ShutdownSignalWatch for Signals {
                         log::info!("SIGTERM: /readyz reports 503; still serving for {:?}", self.drain_delay);
                         tokio::select! {
                             _ = tokio::time::sleep(self.drain_delay) => {}
-                            _ = int.recv() => return ShutdownSignal::FastShutdown,
+                            _ = int.recv() => exit_now("SIGINT during the drain delay", &self.pid_file),
                         }
                     }
+                    // The same SIGINT stream goes on listening, so a SIGINT
+                    // at any moment of the drain is seen.
+                    tokio::spawn(exit_on(int, "SIGINT while draining", self.pid_file.clone()));
                     log::info!("SIGTERM: no longer accepting; draining in-flight requests");
                     return ShutdownSignal::GracefulTerminate;
                 }
-                _ = int.recv() => return ShutdownSignal::FastShutdown,
+                _ = int.recv() => exit_now("SIGINT", &self.pid_file),
             }
         }
     }
@@ -391,6 +423,7 @@ fn exit_when_drained(grace: Duration, pid_file: &Path) {
         "grace period over with {} requests in flight",
         crate::proxy::requests_in_flight()
     );
+    exit_now("grace period over", pid_file);
 }
 
 /// TLS accept callbacks that do nothing (certificates come from the resolver).
@@ -511,21 +544,6 @@ impl SignalService {
             .spawn(move || exit_when_drained(grace, &pid_file));
         if let Err(e) = spawned {
             log::warn!("cannot watch the drain, waiting out the grace period: {e}");
-        }
-        // Pingora no longer listens for SIGINT; keep "stop now" working.
-        match signal(SignalKind::interrupt()) {
-            Ok(mut int) => {
-                let pid_file = self.pid_file.clone();
-                tokio::spawn(async move {
-                    if int.recv().await.is_some() {
-                        log::warn!("SIGINT while draining: exiting now");
-                        crate::access_log::flush(Duration::from_millis(200));
-                        remove_pid_file_if_ours(&pid_file);
-                        std::process::exit(0);
-                    }
-                });
-            }
-            Err(e) => log::warn!("cannot listen for SIGINT during the drain: {e}"),
         }
     }
 }
