@@ -199,6 +199,7 @@ impl State {
             _ => None,
         };
         let runtime = Runtime::build(config, Some(&old));
+        crate::pool::health::first_checks(runtime.pools.values());
         if let (Some(resolver), Some(certs)) = (&self.certs, certs) {
             resolver.replace(certs);
         }

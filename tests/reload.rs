@@ -188,6 +188,85 @@ async fn twenty_reloads_alternating_servers_lose_no_request() {
     assert_eq!(reloads(&gh, "error").await, 0.0);
 }
 
+/// Checks every 2 s: long enough that a new server waiting for the checker's
+/// next round would leave its pool empty for a while.
+const SLOW_HEALTH: &str = r#"
+[upstream.api.health]
+path = "/health"
+interval = "2s"
+timeout = "500ms"
+healthy_threshold = 2
+unhealthy_threshold = 2
+"#;
+
+/// Blue/green in the config: every server of the pool replaced at once,
+/// twenty times, under HTTP/1.1 and HTTP/2 load. New servers get their first
+/// check before the new config takes effect, so the pool is never empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_whole_pool_swaps_lose_no_request() {
+    let blue = [Backend::named("blue1").await, Backend::named("blue2").await];
+    let green = Backend::named("green").await;
+    let server = common::gatehouse::DEFAULT_SERVER;
+    let blue_cfg = config(server, &[&blue[0], &blue[1]], "", SLOW_HEALTH);
+    let green_cfg = config(server, &[&green], "", SLOW_HEALTH);
+    let gh = start(&blue_cfg).await;
+    let load = Load::start(clients(&gh, 8, 8), &urls(&gh), PAUSE);
+    assert!(
+        load.progressed(200, WITHIN).await,
+        "no traffic before the swaps"
+    );
+    let base = reloads(&gh, "ok").await;
+    for i in 1..=20u32 {
+        gh.write_config(if i % 2 == 1 { &green_cfg } else { &blue_cfg });
+        gh.signal("HUP");
+        assert!(
+            reloaded(&gh, "ok", base + f64::from(i)).await,
+            "swap {i} was not applied"
+        );
+        assert!(
+            load.progressed(40, WITHIN).await,
+            "no traffic after swap {i}"
+        );
+    }
+    load.stop().await.assert_no_failures();
+    for b in blue.iter().chain([&green]) {
+        assert!(b.count() > 0, "{} served nothing", b.name());
+    }
+}
+
+/// A swap to servers that are all down answers 503 at once (not after a
+/// hang), and a swap back serves again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_swap_to_servers_that_are_down_gives_503_at_once() {
+    let up = Backend::named("up").await;
+    let down = [Backend::named("down1").await, Backend::named("down2").await];
+    for b in &down {
+        b.stop().await;
+    }
+    let server = common::gatehouse::DEFAULT_SERVER;
+    let gh = start(&config(server, &[&up], "", SLOW_HEALTH)).await;
+    let client = gh.client_h1();
+    let get = |client: reqwest::Client, url: String| async move {
+        let started = std::time::Instant::now();
+        let resp = client.get(url).send().await.unwrap();
+        (resp.status().as_u16(), started.elapsed())
+    };
+    assert_eq!(get(client.clone(), gh.https_url("/api/x")).await.0, 200);
+    let base = reloads(&gh, "ok").await;
+    gh.write_config(&config(server, &[&down[0], &down[1]], "", SLOW_HEALTH));
+    gh.signal("HUP");
+    assert!(reloaded(&gh, "ok", base + 1.0).await, "reload not applied");
+    for _ in 0..5 {
+        let (status, took) = get(client.clone(), gh.https_url("/api/x")).await;
+        assert_eq!(status, 503);
+        assert!(took < Duration::from_secs(2), "503 took {took:?}");
+    }
+    gh.write_config(&config(server, &[&up], "", SLOW_HEALTH));
+    gh.signal("HUP");
+    assert!(reloaded(&gh, "ok", base + 2.0).await, "reload not applied");
+    assert_eq!(get(client, gh.https_url("/api/x")).await.0, 200);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_state_survives_a_reload() {
     let a = Backend::named("a").await;

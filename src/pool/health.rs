@@ -124,6 +124,55 @@ pub fn record(
     }
 }
 
+/// Runs the first check of every server of `pools` that has never been
+/// checked (those a reload adds), all at once, and records the results; takes
+/// at most one check `timeout`. Called by a reload before the new config takes
+/// effect, so a pool whose servers were all replaced (a blue/green swap) goes
+/// on serving from the new servers at once instead of answering 503 until the
+/// checker's next round; new servers that fail stay out, so a swap to servers
+/// that are down gives 503 at once, not hangs. Blocking: call it off the
+/// request path (reloads run on a blocking thread).
+pub fn first_checks<'a>(pools: impl Iterator<Item = &'a Arc<Pool>>) {
+    let pending: Vec<(Arc<Backend>, HealthCheck)> = pools
+        .filter_map(|pool| Some((pool, pool.config.health.clone()?)))
+        .flat_map(|(pool, hc)| {
+            pool.backends
+                .iter()
+                .filter(|b| b.pending.load(Ordering::Relaxed))
+                .map(move |b| (b.clone(), hc.clone()))
+        })
+        .collect();
+    if pending.is_empty() {
+        return;
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            log::warn!("reload: cannot check new servers first, they wait for the checker: {e}");
+            return;
+        }
+    };
+    runtime.block_on(async {
+        let mut checks = JoinSet::new();
+        for (backend, hc) in pending {
+            checks.spawn(async move {
+                let result = check(backend.addr, &hc).await;
+                if let Err(e) = &result {
+                    log::info!(
+                        "reload: new server {} failed its first check: {e}",
+                        backend.label
+                    );
+                }
+                record(&backend, &hc, &result);
+            });
+        }
+        while checks.join_next().await.is_some() {}
+    });
+}
+
 /// Checks every server of `pool` forever, every `interval`.
 async fn watch_pool(pool: Arc<Pool>, hc: HealthCheck, state: Arc<State>) {
     let mut ticker = tokio::time::interval(hc.interval);
