@@ -165,6 +165,34 @@ interval = "soon"
 }
 
 #[test]
+fn type_errors_do_not_hide_each_other_or_later_problems() {
+    // An unknown key and a wrong type (serde) around a bad duration (validation).
+    let config = r#"[http]
+listen = ["127.0.0.1:8080"]
+redirect_to_https = false
+
+[upstream.api]
+servers = ["127.0.0.1:5000"]
+retrys = 3
+
+[upstream.api.health]
+interval = "soon"
+
+[rate_limit.fast]
+rate = "fast"
+"#;
+    let (code, out, file, _dir) = check(config);
+    assert_reported(code, &out, &file, "upstream.api.retrys", 7);
+    assert_reported(code, &out, &file, "upstream.api.health.interval", 10);
+    assert_reported(code, &out, &file, "rate_limit.fast.rate", 13);
+    let reported = out
+        .lines()
+        .filter(|l| l.contains(": upstream.") || l.contains(": rate_limit."))
+        .count();
+    assert_eq!(reported, 3, "each problem once:\n{out}");
+}
+
+#[test]
 fn toml_syntax_error_gives_its_line() {
     let (code, out, file, _dir) = check("[server]\nthreads = 2\ngrace_period = \"1s\n");
     assert_eq!(code, Some(1), "output:\n{out}");

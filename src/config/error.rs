@@ -37,6 +37,17 @@ impl KeyPath {
         p.0.push(Seg::Index(i));
         p
     }
+
+    /// The path one step up, or `None` at the top.
+    pub fn parent(&self) -> Option<Self> {
+        let (_, parent) = self.0.split_last()?;
+        Some(KeyPath(parent.to_vec()))
+    }
+
+    /// Whether this path is `other` or lies below it.
+    pub fn starts_with(&self, other: &KeyPath) -> bool {
+        self.0.starts_with(&other.0)
+    }
 }
 
 impl fmt::Display for KeyPath {

@@ -1,9 +1,11 @@
 //! Configuration: `config.toml -> FileConfig -> validate -> Config`.
 //!
-//! [`file`] holds the serde types, [`runtime`] the validated model the proxy
-//! reads, and [`error`] the located errors. [`load`] and [`parse`] are the entry
+//! [`file`] holds the serde types, [`deserialize`] reads them from the TOML
+//! table while collecting every type error, [`runtime`] is the validated model
+//! the proxy reads, and [`error`] the located errors. [`load`] and [`parse`] are the entry
 //! points; [`parse`] takes the text, so tests need no files.
 
+mod deserialize;
 pub mod error;
 pub mod file;
 pub mod runtime;
@@ -30,26 +32,107 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
 
 /// Parses and validates config text. `file` is only used in messages; relative
 /// paths in the config are taken from `base`.
+///
+/// Every problem is reported, sorted by position: wrong types and unknown keys
+/// (see [`deserialize`]) together with what validation finds in the rest. Only
+/// text that is not TOML at all stops at its first error.
 pub fn parse(text: &str, file: Option<&Path>, base: &Path) -> Result<Config, ConfigErrors> {
-    let deserializer = toml::Deserializer::new(text);
-    let parsed: file::FileConfig = serde_path_to_error::deserialize(deserializer).map_err(|e| {
-        let key = e.path().to_string();
-        let inner = e.into_inner();
-        let position = inner.span().map(|s| error::line_col(text, s.start));
-        ConfigErrors(vec![ConfigError {
-            file: file.map(Path::to_path_buf),
-            position,
-            key: if key == "." { String::new() } else { key },
-            message: match inner.message() {
-                "" => inner
-                    .to_string()
-                    .lines()
-                    .next()
-                    .unwrap_or("invalid TOML")
-                    .to_string(),
-                m => m.to_string(),
-            },
-        }])
-    })?;
-    runtime::validate(parsed, base).map_err(|problems| error::locate(text, file, problems))
+    let table: toml::Table = toml::from_str(text).map_err(|e| syntax_error(text, file, &e))?;
+    let mut outcome = deserialize::file_config(table);
+    let validated = outcome.config.take().map(|f| runtime::validate(f, base));
+    let mut problems = std::mem::take(&mut outcome.problems);
+    match validated {
+        Some(Ok(config)) if problems.is_empty() => return Ok(config),
+        Some(Ok(_)) | None => {}
+        Some(Err(found)) => problems.extend(found.into_iter().filter(|p| !outcome.covers(&p.path))),
+    }
+    let mut errors = error::locate(text, file, problems);
+    errors.0.sort_by_key(|e| (e.position.is_none(), e.position));
+    Err(errors)
+}
+
+/// The error of text that does not parse as TOML.
+fn syntax_error(text: &str, file: Option<&Path>, e: &toml::de::Error) -> ConfigErrors {
+    let message = match e.message() {
+        "" => e
+            .to_string()
+            .lines()
+            .next()
+            .unwrap_or("invalid TOML")
+            .to_string(),
+        m => m.to_string(),
+    };
+    ConfigErrors(vec![ConfigError {
+        file: file.map(Path::to_path_buf),
+        position: e.span().map(|s| error::line_col(text, s.start)),
+        key: String::new(),
+        message,
+    }])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An unknown key, a bad duration and a rate that is a string: three kinds
+    /// of problem found by three different steps.
+    const THREE_PROBLEMS: &str = r#"[http]
+listen = ["127.0.0.1:8080"]
+redirect_to_https = false
+
+[[route]]
+prefix = "/"
+upstream = "api"
+rate_limit = "fast"
+
+[upstream.api]
+servers = ["127.0.0.1:5000"]
+retrys = 3
+
+[upstream.api.health]
+interval = "soon"
+
+[rate_limit.fast]
+rate = "fast"
+"#;
+
+    #[test]
+    fn every_problem_is_reported_in_one_run() {
+        let errors = parse(THREE_PROBLEMS, None, Path::new("/")).unwrap_err();
+        let found: Vec<_> = errors
+            .0
+            .iter()
+            .map(|e| (e.key.as_str(), e.position))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                ("upstream.api.retrys", Some((12, 1))),
+                ("upstream.api.health.interval", Some((15, 1))),
+                ("rate_limit.fast.rate", Some((18, 1))),
+            ],
+            "{errors}"
+        );
+        assert!(errors.0[0].message.contains("unknown field `retrys`"));
+        assert!(errors.0[1].message.contains("\"soon\""));
+        assert!(errors.0[2].message.contains("invalid type"));
+    }
+
+    #[test]
+    fn a_placeholder_is_not_reported_again_by_validation() {
+        // `servers = 5` is replaced by an empty list, which validation would
+        // report as "needs at least one address" on the same key.
+        let text = "[http]\nlisten = [\"127.0.0.1:8080\"]\nredirect_to_https = false\n\n[upstream.api]\nservers = 5\n";
+        let errors = parse(text, None, Path::new("/")).unwrap_err();
+        assert_eq!(errors.0.len(), 1, "{errors}");
+        assert_eq!(errors.0[0].key, "upstream.api.servers");
+        assert_eq!(errors.0[0].position, Some((6, 1)));
+    }
+
+    #[test]
+    fn a_syntax_error_stops_at_its_line() {
+        let errors = parse("[server]\nthreads = 2\nx = \"1s\n", None, Path::new("/")).unwrap_err();
+        assert_eq!(errors.0.len(), 1, "{errors}");
+        assert_eq!(errors.0[0].position.map(|p| p.0), Some(3));
+    }
 }
