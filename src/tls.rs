@@ -14,6 +14,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
@@ -207,7 +209,7 @@ fn renewal_reason(cert: &Path, now: SystemTime) -> Option<String> {
 /// The end of the validity of the first certificate in a PEM file.
 fn not_after(cert: &Path) -> Option<SystemTime> {
     let pem = std::fs::read(cert).ok()?;
-    let der = rustls_pemfile::certs(&mut pem.as_slice()).next()?.ok()?;
+    let der = CertificateDer::pem_slice_iter(&pem).next()?.ok()?;
     let (_, parsed) = x509_parser::parse_x509_certificate(der.as_ref()).ok()?;
     let secs = u64::try_from(parsed.validity().not_after.timestamp()).ok()?;
     SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(secs))
@@ -222,7 +224,7 @@ pub fn load_certified_key(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, 
         })
     };
     let cert_pem = read(cert)?;
-    let chain: Vec<_> = rustls_pemfile::certs(&mut cert_pem.as_slice())
+    let chain: Vec<_> = CertificateDer::pem_slice_iter(&cert_pem)
         .filter_map(Result::ok)
         .collect();
     if chain.is_empty() {
@@ -232,9 +234,8 @@ pub fn load_certified_key(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, 
     }
     warn_if_world_readable(key);
     let key_pem = read(key)?;
-    let private = rustls_pemfile::private_key(&mut key_pem.as_slice())
+    let private = PrivateKeyDer::from_pem_slice(&key_pem)
         .ok()
-        .flatten()
         .ok_or_else(|| TlsError::NoKey {
             path: key.to_path_buf(),
         })?;
@@ -411,10 +412,7 @@ mod tests {
     /// Validity (not before, not after) and serial of a PEM certificate, as
     /// read by x509-parser.
     fn validity(pem: &[u8]) -> (i64, i64, Vec<u8>) {
-        let der = rustls_pemfile::certs(&mut &pem[..])
-            .next()
-            .unwrap()
-            .unwrap();
+        let der = CertificateDer::pem_slice_iter(pem).next().unwrap().unwrap();
         let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).unwrap();
         let v = cert.validity();
         (

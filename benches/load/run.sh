@@ -22,15 +22,15 @@
 #   PROFILE_DURATION [4]
 #   KEEP_WORK [0]     1: keep the temp dir (configs, logs) and print its path
 #   NO_BUILD [0]      1: skip `cargo build --release` (use the existing binary)
-#   RESULTS [benches/results]  where latest.{md,json,svg} go
+#   RESULTS [target/bench-results]  where latest.{md,json,svg} go (copy them to benches/results/ to commit a result on purpose)
 #
-# Writes benches/results/latest.{md,json,svg} (and perf-*.txt with PROFILE=1).
+# Writes target/bench-results/latest.{md,json,svg} (and perf-*.txt with PROFILE=1).
 # Everything listens on 127.0.0.1 only; every process started here is stopped on exit.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$HERE/../.." && pwd)"
-RESULTS="${RESULTS:-$REPO/benches/results}"
+RESULTS="${RESULTS:-$REPO/target/bench-results}"
 BIN="$REPO/target/release/gatehouse"
 
 ROUNDS="${ROUNDS:-8}"
