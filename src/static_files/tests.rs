@@ -671,11 +671,7 @@ async fn spa_index_leading_out_is_not_served() {
 async fn a_fifo_is_not_opened() {
     let f = Fixture::new();
     let fifo = f.root().join("pipe.txt");
-    let made = std::process::Command::new("mkfifo").arg(&fifo).status();
-    if !made.is_ok_and(|s| s.success()) {
-        eprintln!("mkfifo unavailable; skipped");
-        return;
-    }
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
     let site = f.site();
     let r = tokio::time::timeout(Duration::from_secs(5), get(&site, "/pipe.txt", &[])).await;
     assert_eq!(
@@ -976,6 +972,19 @@ fn new_needs_no_runtime_and_does_no_io() {
         cache_rules: vec![],
         default_cache_control: HeaderValue::from_static("no-cache"),
     };
+    // No runtime here: building a site must not spawn or block on anything.
     let site = Site::new(missing);
-    assert_eq!(site.config().name, "gone");
+    assert!(
+        !std::path::Path::new("/nonexistent/gatehouse-test-root").exists(),
+        "building a site must not create its root"
+    );
+    // The missing root shows only when a request asks for it.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    assert_eq!(
+        rt.block_on(get(&site, "/index.html", &[])).status(),
+        StatusCode::NOT_FOUND
+    );
 }

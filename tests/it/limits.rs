@@ -2,10 +2,7 @@
 //! while streaming a chunked body), per-route body size, head size (431), the
 //! head deadline against slowloris clients, and the per-IP connection cap.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-
+use crate::common;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 

@@ -2,10 +2,7 @@
 //! swap servers, health settings and certificates without failing a request;
 //! a broken config is rejected and the running one keeps serving.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-
+use crate::common;
 use std::time::Duration;
 
 use common::load::{seq_of, Load};
@@ -335,7 +332,8 @@ async fn a_reload_swaps_the_certificate() {
     ]);
     assert!(out.status.success(), "gatehouse cert: {out:?}");
     let next_pem = std::fs::read(gh.dir().join("certs-next/server.crt")).unwrap();
-    let next_der = rustls_pemfile::certs(&mut next_pem.as_slice())
+    use rustls::pki_types::{pem::PemObject, CertificateDer};
+    let next_der = CertificateDer::pem_slice_iter(&next_pem)
         .next()
         .unwrap()
         .unwrap()

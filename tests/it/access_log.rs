@@ -3,10 +3,7 @@
 //! reopening on SIGUSR1 after rotation; and a stalled sink that does not
 //! stall traffic.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-
+use crate::common;
 use std::io::BufRead;
 use std::path::Path;
 use std::time::{Duration, SystemTime};

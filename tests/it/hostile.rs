@@ -6,10 +6,7 @@
 //! request on the same setup shows that the backend is reachable, so "nothing
 //! arrived" is a real observation.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-
+use crate::common;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

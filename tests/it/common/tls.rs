@@ -154,8 +154,8 @@ pub fn subject_alt_names(der: &[u8]) -> Vec<String> {
 
 /// The subjectAltNames of the first certificate in a PEM text.
 pub fn pem_subject_alt_names(pem: &[u8]) -> Vec<String> {
-    let mut reader = pem;
-    let first = rustls_pemfile::certs(&mut reader).next();
+    use rustls::pki_types::{pem::PemObject, CertificateDer};
+    let first = CertificateDer::pem_slice_iter(pem).next();
     match first {
         Some(Ok(der)) => subject_alt_names(der.as_ref()),
         _ => Vec::new(),

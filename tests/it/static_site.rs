@@ -2,10 +2,7 @@
 //! and range requests, HEAD, 405, precompressed siblings, SPA fallback, and no
 //! way out of the root.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-
+use crate::common;
 use common::{raw, tls, Gatehouse};
 
 const INDEX: &str = "<!doctype html><title>spa</title><div id=app></div>";

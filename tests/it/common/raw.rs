@@ -65,16 +65,6 @@ pub async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
     timed(read_response(stream, head)).await?
 }
 
-/// Connects, sends `bytes`, and returns everything read until the server
-/// closes the connection or [`RAW_TIMEOUT`] passes.
-pub async fn read_all(addr: SocketAddr, bytes: &[u8]) -> std::io::Result<Vec<u8>> {
-    let mut stream = timed(TcpStream::connect(addr)).await??;
-    timed(stream.write_all(bytes)).await??;
-    let mut out = Vec::new();
-    let _ = tokio::time::timeout(RAW_TIMEOUT, stream.read_to_end(&mut out)).await;
-    Ok(out)
-}
-
 async fn timed<F: std::future::Future>(f: F) -> std::io::Result<F::Output> {
     tokio::time::timeout(RAW_TIMEOUT, f)
         .await

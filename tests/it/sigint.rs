@@ -7,10 +7,7 @@
 //! accept loop spinning on a runtime already gone, logging ~600,000 lines a
 //! second with the socket still open.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-
+use crate::common;
 use std::time::{Duration, Instant};
 
 use common::load::Load;

@@ -1,10 +1,7 @@
 //! The plain listener: 301 to HTTPS built from the client's own Host, 400 for a
 //! missing or malformed Host, and plain serving when the redirect is off.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-
+use crate::common;
 use common::{raw, Backend, Gatehouse};
 
 /// Plain listener redirecting, HTTPS listener, one route to a backend.

@@ -84,12 +84,6 @@ impl BackendBuilder {
         self
     }
 
-    /// Port to bind (default: any free port).
-    pub fn port(mut self, port: u16) -> Self {
-        self.port = port;
-        self
-    }
-
     /// Wait `d` before answering each request (not `/health`).
     pub fn delay(mut self, d: Duration) -> Self {
         self.mode = Mode::Slow(d);
@@ -187,10 +181,6 @@ impl Backend {
         self.addr
     }
 
-    pub fn port(&self) -> u16 {
-        self.addr.port()
-    }
-
     /// `127.0.0.1:PORT`, for a config's `servers` list.
     pub fn addr_str(&self) -> String {
         self.addr.to_string()
@@ -203,23 +193,6 @@ impl Backend {
 
     pub fn set_health_status(&self, status: u16) {
         self.shared.health_status.store(status, Ordering::SeqCst);
-    }
-
-    pub fn set_mode(&self, mode: Mode) {
-        *lock(&self.shared.mode) = mode;
-    }
-
-    pub fn set_delay(&self, d: Duration) {
-        self.set_mode(Mode::Slow(d));
-    }
-
-    /// Every request received except `/health` checks, oldest first.
-    pub fn requests(&self) -> Vec<Request> {
-        lock(&self.shared.requests)
-            .iter()
-            .filter(|r| !is_health(&r.path))
-            .cloned()
-            .collect()
     }
 
     /// Every request received, `/health` checks included.
@@ -243,15 +216,6 @@ impl Backend {
             .count()
     }
 
-    /// Requests received per path, `/health` checks included.
-    pub fn counts_by_path(&self) -> BTreeMap<String, usize> {
-        let mut m = BTreeMap::new();
-        for r in lock(&self.shared.requests).iter() {
-            *m.entry(r.path.clone()).or_insert(0) += 1;
-        }
-        m
-    }
-
     /// The latest request other than a `/health` check.
     pub fn last_request(&self) -> Option<Request> {
         lock(&self.shared.requests)
@@ -259,11 +223,6 @@ impl Backend {
             .rev()
             .find(|r| !is_health(&r.path))
             .cloned()
-    }
-
-    /// TCP connections accepted so far (health checks included).
-    pub fn connections(&self) -> usize {
-        self.shared.accepted.load(Ordering::SeqCst)
     }
 
     /// Forgets the recorded requests.

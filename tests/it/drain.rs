@@ -3,10 +3,7 @@
 //! flight finish, and the process exits 0 as soon as they have, long before
 //! `grace_period` ends.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-
+use crate::common;
 use std::time::{Duration, Instant};
 
 use common::{Backend, Gatehouse};

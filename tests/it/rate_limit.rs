@@ -8,10 +8,7 @@
 //! slow refill rates (0.1–0.2/s) so counts are exact; the burst test uses
 //! rate 10 and allows for the refill measured during the burst.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-
+use crate::common;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 

@@ -3,10 +3,9 @@
 //!
 //! These run the binary to completion and need no runtime: plain `#[test]`s.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-
+use crate::common;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -222,15 +221,13 @@ fn cert_writes_a_usable_certificate_and_key() {
     let mut keys = Vec::new();
     for entry in std::fs::read_dir(&out_dir).unwrap() {
         let bytes = std::fs::read(entry.unwrap().path()).unwrap();
-        let mut reader = bytes.as_slice();
-        let found: Vec<_> = rustls_pemfile::certs(&mut reader)
+        let found: Vec<_> = CertificateDer::pem_slice_iter(&bytes)
             .collect::<Result<_, _>>()
             .unwrap_or_default();
         if !found.is_empty() {
             certs = found;
         }
-        let mut reader = bytes.as_slice();
-        if let Ok(Some(key)) = rustls_pemfile::private_key(&mut reader) {
+        if let Ok(key) = PrivateKeyDer::from_pem_slice(&bytes) {
             keys.push(key);
         }
     }

@@ -132,10 +132,6 @@ impl Load {
         self.shared.ok.load(Ordering::SeqCst)
     }
 
-    pub fn failed(&self) -> u64 {
-        self.shared.failed.load(Ordering::SeqCst)
-    }
-
     /// Waits up to `within` for `n` more requests to succeed.
     pub async fn progressed(&self, n: u64, within: Duration) -> bool {
         let target = self.ok() + n;

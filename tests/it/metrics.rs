@@ -3,10 +3,7 @@
 //! upstream counts per server, histograms, the health gauge, rate limits,
 //! reloads, and admin paths kept off the public listeners.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-
+use crate::common;
 use std::time::Duration;
 
 use common::{Backend, Gatehouse};

@@ -3,10 +3,7 @@
 //! a world-readable private key. Every refusal has a control: the same helper
 //! with a valid TLS 1.2 hello gets a ServerHello.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-
+use crate::common;
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 

@@ -1,10 +1,7 @@
 //! The TLS listener: protocol versions, ALPN, certificates chosen by SNI, HSTS,
 //! and the `[headers]` added to responses.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-
+use crate::common;
 use common::tls::{self, TLS12, TLS13};
 use common::{Backend, Gatehouse};
 

@@ -36,7 +36,6 @@
 //! assert_eq!(api.last_request().unwrap().path, "/users?id=1");
 //! ```
 
-#![allow(dead_code, unused_imports, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod backend;
 pub mod gatehouse;
@@ -50,9 +49,8 @@ use std::net::TcpListener;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-pub use backend::{Backend, Mode, Request};
+pub use backend::{Backend, Mode};
 pub use gatehouse::Gatehouse;
-pub use raw::RawResponse;
 
 /// `[https]` on `127.0.0.1:{https_port}` with a self-signed certificate
 /// generated into `certs/` of the temp dir.

@@ -3,10 +3,7 @@
 //! keep sending see no failed request, the old process drains and exits, and
 //! the pid file ends up naming the new one.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-
+use crate::common;
 use std::time::{Duration, Instant};
 
 use common::gatehouse::UPGRADE_SOCK;

@@ -2,10 +2,7 @@
 //! clients that hang up, reset, stall or never finish a TLS handshake are
 //! counted in `gatehouse_client_disconnects_total{phase}` and logged at DEBUG.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-
+use crate::common;
 use std::time::Duration;
 
 use common::{Backend, Gatehouse};

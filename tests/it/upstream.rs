@@ -1,10 +1,7 @@
 //! Upstream pools: path rewriting, forwarding headers, request ids, balancing,
 //! health checks, retries, and the 502/503/504 answers.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-
+use crate::common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 

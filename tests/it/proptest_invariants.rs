@@ -7,8 +7,6 @@
 //! - the route table always picks the longest matching prefix;
 //! - static path resolution never serves a byte from outside the root.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::LazyLock;

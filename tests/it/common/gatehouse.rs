@@ -97,18 +97,6 @@ impl GatehouseBuilder {
         self.var(name, addr)
     }
 
-    /// Extra arguments after `run -c FILE`.
-    pub fn arg(mut self, arg: &str) -> Self {
-        self.args.push(arg.to_string());
-        self
-    }
-
-    /// An environment variable for the child (`RUST_LOG=info` is the default).
-    pub fn env(mut self, key: &str, value: &str) -> Self {
-        self.env.push((key.to_string(), value.to_string()));
-        self
-    }
-
     /// Where the HTTPS certificate the clients trust is, relative to the temp
     /// dir (default `certs/server.crt`).
     pub fn cert_path(mut self, rel: &str) -> Self {
@@ -211,11 +199,6 @@ impl Gatehouse {
         }
     }
 
-    /// Starts Gatehouse with `config` and nothing else.
-    pub async fn start(config: &str) -> Gatehouse {
-        Self::builder(config).start().await
-    }
-
     async fn wait_ready(&self, ports: &[u16]) {
         let deadline = Instant::now() + READY_TIMEOUT;
         let mut pending: Vec<u16> = ports.to_vec();
@@ -277,10 +260,6 @@ impl Gatehouse {
 
     pub fn https_addr(&self) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.https_port))
-    }
-
-    pub fn admin_addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.admin_port))
     }
 
     /// `http://127.0.0.1:HTTP_PORT{path}`
@@ -512,11 +491,6 @@ pub struct Successor {
 impl Successor {
     pub fn pid(&self) -> u32 {
         self.child.lock().unwrap_or_else(|e| e.into_inner()).id()
-    }
-
-    /// Sends a signal by name with kill(1).
-    pub fn signal(&self, name: &str) {
-        send_signal(self.pid(), name);
     }
 
     /// The exit status, if it has exited.

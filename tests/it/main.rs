@@ -1,0 +1,30 @@
+//! Gatehouse's integration tests, one module per capability, in one test
+//! binary (linked once). Every test starts the real `gatehouse` binary and
+//! real servers on loopback; `common` holds the harness and its builders.
+//!
+//! Run one capability with `cargo test --test it reload::`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+mod access_log;
+mod bench_configs;
+mod check;
+mod drain;
+mod faults;
+mod h2_abuse;
+mod hostile;
+mod limits;
+mod logs;
+mod metrics;
+mod proptest_invariants;
+mod rate_limit;
+mod redirect;
+mod reload;
+mod sigint;
+mod static_site;
+mod tls;
+mod tls_quality;
+mod upgrade;
+mod upstream;
