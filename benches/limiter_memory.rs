@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
-use gatehouse::config::runtime::{RateKey, RateLimit};
+use gatehouse::config::{RateKey, RateLimit};
 use gatehouse::rate_limit::{Key, Limiters};
 
 const KEYS: u32 = 1_000_000;

@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime};
 use pingora::proxy::Session;
 use serde::Serialize;
 
-use crate::config::runtime::{AccessLog, Target};
+use crate::config::{AccessLog, Target};
 use crate::metrics;
 use crate::proxy::Ctx;
 

@@ -21,7 +21,7 @@ use http::HeaderMap;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
-use crate::config::runtime::{RateKey, RateLimit};
+use crate::config::{RateKey, RateLimit};
 
 /// How often idle keys are dropped from every limiter.
 pub const JANITOR_INTERVAL: Duration = Duration::from_secs(10);

@@ -1,6 +1,6 @@
-//! The live state: the current [`Runtime`] behind an `ArcSwap`, and reloads.
+//! The live state: the current [`Snapshot`] behind an `ArcSwap`, and reloads.
 //!
-//! A [`Runtime`] is everything built from one validated config: the route
+//! A [`Snapshot`] is everything built from one validated config: the route
 //! table, static sites, upstream pools and rate limiters. Requests `load` one
 //! snapshot and keep it to the end; a reload builds the next runtime completely
 //! (carrying server health, pooled state and limiter buckets over), then swaps
@@ -26,21 +26,24 @@ use crate::config::{self, Config, ConfigErrors};
 use crate::metrics;
 use crate::pool::health::CheckError;
 use crate::pool::{Backend, Pool};
+use crate::proxy::route::RouteTable;
 use crate::rate_limit::Limiters;
 use crate::static_files::Site;
 use crate::tls::{CertSet, SniResolver};
 
 /// Everything built from one config.
-pub struct Runtime {
+pub struct Snapshot {
     pub config: Arc<Config>,
+    /// `config.routes`, longest prefix first.
+    pub routes: RouteTable,
     pub pools: HashMap<String, Arc<Pool>>,
     pub sites: HashMap<String, Arc<Site>>,
     pub limiters: Limiters,
 }
 
-impl Runtime {
+impl Snapshot {
     /// Builds a runtime; state of servers and limits that `previous` shares is kept.
-    pub fn build(config: Config, previous: Option<&Runtime>) -> Runtime {
+    pub fn build(config: Config, previous: Option<&Snapshot>) -> Snapshot {
         let pools = config
             .upstreams
             .iter()
@@ -58,7 +61,8 @@ impl Runtime {
             .map(|(name, site)| (name.clone(), Arc::new(Site::new(site.clone()))))
             .collect();
         let limiters = Limiters::build(&config.rate_limits, previous.map(|p| &p.limiters));
-        Runtime {
+        Snapshot {
+            routes: RouteTable::new(&config.routes),
             config: Arc::new(config),
             pools,
             sites,
@@ -76,7 +80,7 @@ pub struct ReloadReport {
 
 /// The process-wide state shared by every service.
 pub struct State {
-    current: ArcSwap<Runtime>,
+    current: ArcSwap<Snapshot>,
     /// Bumped after every successful reload.
     generation: watch::Sender<u64>,
     /// The TLS listener's certificates, when there is one.
@@ -98,7 +102,7 @@ impl State {
             None => None,
         };
         let fingerprint = fingerprint(&watched_files(config_path, &config));
-        let runtime = Runtime::build(config, None);
+        let runtime = Snapshot::build(config, None);
         for pool in runtime.pools.values() {
             for b in &pool.backends {
                 metrics::set_backend_health(pool.name(), &b.label, b.is_healthy());
@@ -116,7 +120,7 @@ impl State {
     }
 
     /// The runtime requests should use now.
-    pub fn current(&self) -> Arc<Runtime> {
+    pub fn current(&self) -> Arc<Snapshot> {
         self.current.load_full()
     }
 
@@ -198,7 +202,7 @@ impl State {
             })?),
             _ => None,
         };
-        let runtime = Runtime::build(config, Some(&old));
+        let runtime = Snapshot::build(config, Some(&old));
         crate::pool::health::first_checks(runtime.pools.values());
         if let (Some(resolver), Some(certs)) = (&self.certs, certs) {
             resolver.replace(certs);

@@ -19,7 +19,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
-use crate::config::runtime::HttpsListener;
+use crate::config::HttpsListener;
 
 /// Names a development certificate is made for.
 pub const SELF_SIGNED_HOSTS: &[&str] = &["localhost", "127.0.0.1", "::1"];
@@ -377,12 +377,12 @@ mod tests {
             http2: true,
             hsts: None,
             sni: vec![
-                crate::config::runtime::SniCert {
+                crate::config::SniCert {
                     hosts: vec!["*.example.com".into()],
                     cert: wc,
                     key: wk,
                 },
-                crate::config::runtime::SniCert {
+                crate::config::SniCert {
                     hosts: vec!["api.example.com".into()],
                     cert: ac,
                     key: ak,

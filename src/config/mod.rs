@@ -1,19 +1,31 @@
 //! Configuration: `config.toml -> FileConfig -> validate -> Config`.
 //!
 //! [`file`] holds the serde types, [`deserialize`] reads them from the TOML
-//! table while collecting every type error, [`runtime`] is the validated model
-//! the proxy reads, and [`error`] the located errors. [`load`] and [`parse`] are the entry
-//! points; [`parse`] takes the text, so tests need no files.
+//! table while collecting every type error, [`validate`] turns them into the
+//! [`model`] the rest of Gatehouse reads, with the [`defaults`] and [`units`]
+//! it needs; [`error`] locates problems in the file. [`load`] and [`parse`]
+//! are the entry points; [`parse`] takes the text, so tests need no files.
+//! [`reload`] and [`watch`] apply a changed file to the running process.
+//!
+//! Adding a key: its serde field in `file.rs`, its default or bound in
+//! `defaults.rs`, its field in `model.rs`, and its check in `validate/`.
+//!
+//! The text is parsed twice, by `toml` (values, for serde) and by `toml_edit`
+//! (spans of every key, for locating problems by key path); `toml`'s own
+//! spans cover only the first error, and validation problems have none.
 
+pub mod defaults;
 mod deserialize;
 pub mod error;
 pub mod file;
-pub mod runtime;
+pub mod model;
+pub mod units;
+mod validate;
 
 use std::path::Path;
 
 pub use error::{ConfigError, ConfigErrors};
-pub use runtime::Config;
+pub use model::*;
 
 /// Reads and validates the config file at `path`. Relative paths inside it are
 /// taken from the current directory.
@@ -39,7 +51,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
 pub fn parse(text: &str, file: Option<&Path>, base: &Path) -> Result<Config, ConfigErrors> {
     let table: toml::Table = toml::from_str(text).map_err(|e| syntax_error(text, file, &e))?;
     let mut outcome = deserialize::file_config(table);
-    let validated = outcome.config.take().map(|f| runtime::validate(f, base));
+    let validated = outcome.config.take().map(|f| validate::validate(f, base));
     let mut problems = std::mem::take(&mut outcome.problems);
     match validated {
         Some(Ok(config)) if problems.is_empty() => return Ok(config),

@@ -20,7 +20,7 @@ use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 
 use super::{Backend, Pool};
-use crate::config::runtime::HealthCheck;
+use crate::config::HealthCheck;
 use crate::state::State;
 
 /// Largest health check response head read (bytes).

@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use pingora_ketama::{Bucket, Continuum};
 
-use crate::config::runtime::{Balance, ServerAddr, Upstream};
+use crate::config::{Balance, ServerAddr, Upstream};
 
 /// Longest precomputed weighted round-robin schedule (entries).
 const MAX_SCHEDULE: usize = 4096;
@@ -284,7 +284,7 @@ fn gcd(a: u64, b: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::runtime::HashKey;
+    use crate::config::HashKey;
     use std::time::Duration;
 
     fn upstream(balance: Balance, weights: &[u32]) -> Upstream {
@@ -377,7 +377,7 @@ mod tests {
     #[test]
     fn reload_keeps_state_and_new_servers_wait_for_checks() {
         let mut cfg = upstream(Balance::RoundRobin, &[1, 1]);
-        cfg.health = Some(crate::config::runtime::HealthCheck {
+        cfg.health = Some(crate::config::HealthCheck {
             path: "/".into(),
             interval: Duration::from_secs(1),
             timeout: Duration::from_secs(1),

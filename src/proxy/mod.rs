@@ -14,6 +14,7 @@
 pub mod headers;
 pub mod redirect;
 pub mod respond;
+pub mod route;
 pub mod upstream;
 
 use std::net::{IpAddr, SocketAddr};
@@ -30,11 +31,11 @@ use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType};
 
 use crate::access_log;
-use crate::config::runtime::{Route, Target};
+use crate::config::{Route, Target};
 use crate::metrics;
 use crate::pool::{InFlight, Pool};
 use crate::rate_limit::Decision;
-use crate::state::{Runtime, State};
+use crate::state::{Snapshot, State};
 use crate::static_files::ReplyBody;
 
 /// Requests between `new_ctx` and the end of `logging`, process-wide; the
@@ -55,7 +56,7 @@ pub struct Gatehouse {
 pub struct Ctx {
     pub start: Instant,
     /// The config snapshot this request uses from start to end.
-    pub rt: Option<Arc<Runtime>>,
+    pub rt: Option<Arc<Snapshot>>,
     /// Index of the matched route in the route table.
     pub route: Option<usize>,
     pub tls: bool,
@@ -112,7 +113,7 @@ impl Ctx {
     /// The matched route.
     pub fn route(&self) -> Option<&Route> {
         let rt = self.rt.as_ref()?;
-        rt.config.routes.get(self.route?)
+        rt.routes.get(self.route?)
     }
 
     /// Adds `RateLimit-Limit`, `-Remaining`, `-Reset` when a limit applied.
@@ -276,7 +277,7 @@ impl Gatehouse {
         &self,
         session: &mut Session,
         ctx: &mut Ctx,
-        rt: &Runtime,
+        rt: &Snapshot,
     ) -> pingora::Result<Step> {
         if head_size(session.req_header()) > rt.config.server.max_header_size {
             respond::send_error(session, ctx, 431).await?;
@@ -290,7 +291,7 @@ impl Gatehouse {
         &self,
         session: &mut Session,
         ctx: &mut Ctx,
-        rt: &Runtime,
+        rt: &Snapshot,
     ) -> pingora::Result<Step> {
         let Some(http) = rt
             .config
@@ -330,9 +331,9 @@ impl Gatehouse {
         &self,
         session: &mut Session,
         ctx: &mut Ctx,
-        rt: &Runtime,
+        rt: &Snapshot,
     ) -> pingora::Result<Step> {
-        match rt.config.routes.find_index(session.req_header().uri.path()) {
+        match rt.routes.find_index(session.req_header().uri.path()) {
             Some(i) => {
                 ctx.route = Some(i);
                 Ok(Step::Next)
@@ -348,9 +349,9 @@ impl Gatehouse {
         &self,
         session: &mut Session,
         ctx: &mut Ctx,
-        rt: &Runtime,
+        rt: &Snapshot,
     ) -> pingora::Result<Step> {
-        let Some(route) = ctx.route.and_then(|i| rt.config.routes.get(i)) else {
+        let Some(route) = ctx.route.and_then(|i| rt.routes.get(i)) else {
             return Ok(Step::Next);
         };
         for name in &route.rate_limits {
@@ -403,9 +404,9 @@ impl Gatehouse {
         &self,
         session: &mut Session,
         ctx: &mut Ctx,
-        rt: &Runtime,
+        rt: &Snapshot,
     ) -> pingora::Result<Step> {
-        let Some(route) = ctx.route.and_then(|i| rt.config.routes.get(i)) else {
+        let Some(route) = ctx.route.and_then(|i| rt.routes.get(i)) else {
             return Ok(Step::Next);
         };
         match &route.target {
@@ -418,7 +419,7 @@ impl Gatehouse {
                 let path = req.uri.path();
                 let stripped;
                 let path = if route.strip_prefix {
-                    stripped = route.upstream_path(path);
+                    stripped = route::upstream_path(route, path);
                     stripped.as_str()
                 } else {
                     path
@@ -552,7 +553,7 @@ impl ProxyHttp for Gatehouse {
         let Some(pool) = ctx.pool.clone() else {
             return Error::e_explain(ErrorType::HTTPStatus(503), "no pool for this route");
         };
-        let key = if pool.config.balance == crate::config::runtime::Balance::ConsistentHash {
+        let key = if pool.config.balance == crate::config::Balance::ConsistentHash {
             upstream::hash_key(&pool.config.hash_key, ctx.client_ip, session.req_header())
         } else {
             Vec::new()
@@ -606,7 +607,7 @@ impl ProxyHttp for Gatehouse {
                 .path_and_query()
                 .map_or("/", |p| p.as_str());
             let new_path = match route {
-                Some(route) => route.upstream_path(pq),
+                Some(route) => route::upstream_path(route, pq),
                 None => pq.to_string(),
             };
             let uri = new_path.parse::<http::Uri>().map_err(|e| {

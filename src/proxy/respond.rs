@@ -11,7 +11,7 @@ use pingora::protocols::http::ServerSession;
 use pingora::proxy::Session;
 
 use super::{headers, Ctx};
-use crate::state::Runtime;
+use crate::state::Snapshot;
 
 /// The `error` field of a JSON error for a status.
 pub fn error_name(status: u16) -> &'static str {
@@ -120,7 +120,7 @@ pub async fn send_redirect(
 /// bare CR, a NUL, obs-fold, ...): the same JSON 400 with a request id as
 /// every other error, `Connection: close`, one access-log line (route `none`)
 /// and a count in `gatehouse_requests_total`.
-pub async fn send_unparsed_head_error(session: &mut ServerSession, rt: &Runtime) {
+pub async fn send_unparsed_head_error(session: &mut ServerSession, rt: &Snapshot) {
     let start = Instant::now();
     let request_id = headers::request_id(None);
     let tls = session

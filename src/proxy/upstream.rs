@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType};
 
-use crate::config::runtime::{HashKey, Upstream};
+use crate::config::{HashKey, Upstream};
 use crate::pool::Backend;
 
 /// The peer for one attempt on `backend`, with the pool's timeouts.

@@ -22,7 +22,7 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 
 use super::encoding::Coding;
 use super::path::SafePath;
-use crate::config::runtime::StaticSite;
+use crate::config::StaticSite;
 
 /// Files up to this size (bytes) are kept in memory; larger ones stream from disk.
 pub const MAX_CACHED_FILE_SIZE: u64 = 2 * 1024 * 1024;
@@ -189,7 +189,7 @@ fn file_set(site: &StaticSite, path: &Path, name: &str, prev: Option<&FileSet>) 
         gzip: sibling(Coding::Gzip),
         identity,
         content_type: content_type(name),
-        cache_control: site.cache_control_for(name).clone(),
+        cache_control: super::cache_control_for(site, name).clone(),
     })
 }
 

@@ -43,6 +43,7 @@
 //! one chunk ahead of the socket. See [`cache`] for freshness and limits.
 
 mod cache;
+mod cache_control;
 mod conditional;
 mod disk;
 mod encoding;
@@ -71,7 +72,8 @@ use conditional::{Precondition, Span, Validators};
 use disk::{FileSet, Resolved, Variant};
 use path::{PathError, SafePath};
 
-use crate::config::runtime::StaticSite;
+use crate::config::StaticSite;
+pub use cache_control::cache_control_for;
 
 /// Bytes read from disk at a time when streaming a file larger than
 /// [`MAX_CACHED_FILE_SIZE`].

@@ -11,7 +11,7 @@ use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::*;
-use crate::config::runtime::CacheRule;
+use crate::config::CacheRule;
 
 const INDEX: &str = "<!doctype html><title>spa</title>";
 const APP_JS: &str = "console.log('app');\n";

@@ -36,7 +36,6 @@
 //! assert_eq!(api.last_request().unwrap().path, "/users?id=1");
 //! ```
 
-
 pub mod backend;
 pub mod gatehouse;
 pub mod load;

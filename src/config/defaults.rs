@@ -1,0 +1,67 @@
+//! Defaults and limits of the config, as named constants (units in the docs).
+//!
+//! Every value a key takes when it is absent, and every bound a validation
+//! check enforces, is here, so that adding a key touches this file, the serde
+//! type in `file.rs`, the model in `model.rs` and one check in `validate/`.
+
+use std::time::Duration;
+
+/// Worker threads per listener service when `server.threads` is absent.
+pub const DEFAULT_THREADS: usize = 2;
+/// Drain time on SIGTERM / SIGQUIT when `server.grace_period` is absent.
+pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(30);
+/// Time `/readyz` reports 503 on SIGTERM before listeners close.
+pub const DEFAULT_DRAIN_DELAY: Duration = Duration::ZERO;
+/// Pid file when `server.pid_file` is absent.
+pub const DEFAULT_PID_FILE: &str = "/tmp/gatehouse.pid";
+/// Upgrade socket when `server.upgrade_sock` is absent.
+pub const DEFAULT_UPGRADE_SOCK: &str = "/tmp/gatehouse_upgrade.sock";
+/// Time allowed to receive a request head (slowloris guard).
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Idle time allowed between requests on a kept-alive client connection.
+pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Largest request head accepted (request line and headers): 32 KiB (bytes).
+pub const DEFAULT_MAX_HEADER_SIZE: u64 = 32 * 1024;
+/// Largest request body accepted when no limit is configured: 10 MiB (bytes).
+pub const DEFAULT_MAX_BODY_SIZE: u64 = 10 * 1024 * 1024;
+/// Port put in redirects when `http.https_port` is absent.
+pub const DEFAULT_HTTPS_PORT: u16 = 443;
+/// Upstream TCP connect timeout.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Upstream read timeout (time to wait for each read of the response).
+pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Upstream write timeout.
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long an idle pooled upstream connection is kept.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Extra attempts on another server after a failed connect.
+pub const DEFAULT_RETRIES: usize = 2;
+/// Health check request path.
+pub const DEFAULT_HEALTH_PATH: &str = "/";
+/// Time between health checks of one server.
+pub const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(2);
+/// Time allowed for one health check.
+pub const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
+/// Consecutive passes that bring a server back.
+pub const DEFAULT_HEALTHY_THRESHOLD: u32 = 2;
+/// Consecutive failures that take a server out.
+pub const DEFAULT_UNHEALTHY_THRESHOLD: u32 = 2;
+/// `Cache-Control` for static files no rule matches (and for index.html).
+pub const DEFAULT_STATIC_CACHE_CONTROL: &str = "no-cache";
+/// Certificate chain of `[https]` when `cert` is absent (relative to the
+/// current directory).
+pub const DEFAULT_CERT: &str = "certs/server.crt";
+/// Private key of `[https]` when `key` is absent.
+pub const DEFAULT_KEY: &str = "certs/server.key";
+/// Whether `[https]` offers HTTP/2 by ALPN when `http2` is absent.
+pub const DEFAULT_HTTP2: bool = true;
+/// Whether `[http]` redirects to HTTPS when `redirect_to_https` is absent.
+pub const DEFAULT_REDIRECT_TO_HTTPS: bool = true;
+/// File served for a directory of a static site when `index` is absent.
+pub const DEFAULT_INDEX: &str = "index.html";
+/// Most extra attempts `upstream.NAME.retries` may ask for.
+pub const MAX_RETRIES: i64 = 100;
+/// Largest `weight=N` of an upstream server.
+pub const MAX_WEIGHT: u32 = 1000;
+/// Highest `rate_limit.NAME.rate`, requests per second.
+pub const MAX_RATE: f64 = 1e9;

@@ -1,0 +1,192 @@
+//! The validated config model: what the rest of Gatehouse reads.
+//!
+//! Only `validate` builds these types (from the serde types of `file.rs`);
+//! every value is already parsed and checked: addresses, durations, sizes,
+//! header names, enums. Nothing here does I/O.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use http::header::{HeaderName, HeaderValue};
+use ipnet::IpNet;
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: Server,
+    pub http: Option<HttpListener>,
+    pub https: Option<HttpsListener>,
+    pub admin: Option<SocketAddr>,
+    /// Added to every response that does not already carry them.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// In file order; the proxy builds its longest-prefix table from them.
+    pub routes: Vec<Route>,
+    pub statics: BTreeMap<String, StaticSite>,
+    pub upstreams: BTreeMap<String, Upstream>,
+    pub rate_limits: BTreeMap<String, RateLimit>,
+}
+
+/// `[server]`
+#[derive(Debug, Clone)]
+pub struct Server {
+    pub threads: usize,
+    pub grace_period: Duration,
+    pub drain_delay: Duration,
+    pub pid_file: PathBuf,
+    pub upgrade_sock: PathBuf,
+    pub access_log: AccessLog,
+    pub trusted_proxies: Vec<IpNet>,
+    /// Bytes.
+    pub max_body_size: u64,
+    /// Bytes of request line plus headers.
+    pub max_header_size: u64,
+    pub header_timeout: Duration,
+    pub keepalive_timeout: Duration,
+    pub max_connections_per_ip: Option<usize>,
+    pub watch_config: bool,
+}
+
+/// Where access log lines go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessLog {
+    Off,
+    Stdout,
+    File(PathBuf),
+}
+
+/// `[http]`
+#[derive(Debug, Clone)]
+pub struct HttpListener {
+    pub listen: Vec<SocketAddr>,
+    pub redirect_to_https: bool,
+    pub https_port: u16,
+}
+
+/// `[https]`
+#[derive(Debug, Clone)]
+pub struct HttpsListener {
+    pub listen: Vec<SocketAddr>,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub self_signed: bool,
+    pub http2: bool,
+    pub hsts: Option<HeaderValue>,
+    pub sni: Vec<SniCert>,
+}
+
+/// A certificate chosen by SNI.
+#[derive(Debug, Clone)]
+pub struct SniCert {
+    /// Lower-case names; `*.example.com` matches one label.
+    pub hosts: Vec<String>,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// What a route sends requests to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Static(String),
+    Upstream(String),
+}
+
+/// One `[[route]]`.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub prefix: String,
+    pub target: Target,
+    pub strip_prefix: bool,
+    pub rate_limits: Vec<String>,
+    /// Bytes; the server default when the route sets none.
+    pub max_body_size: u64,
+}
+
+/// `[static.NAME]`
+#[derive(Debug, Clone)]
+pub struct StaticSite {
+    pub name: String,
+    /// Canonical (absolute, symlink-free) path.
+    pub root: PathBuf,
+    pub index: String,
+    pub spa_fallback: bool,
+    pub cache_rules: Vec<CacheRule>,
+    pub default_cache_control: HeaderValue,
+}
+
+/// `Cache-Control` for a set of file extensions.
+#[derive(Debug, Clone)]
+pub struct CacheRule {
+    /// Lower-case, without the dot.
+    pub extensions: Vec<String>,
+    pub cache_control: HeaderValue,
+}
+
+/// Load-balancing algorithm of a pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Balance {
+    RoundRobin,
+    LeastConn,
+    ConsistentHash,
+    Random,
+}
+
+/// What `consistent_hash` hashes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashKey {
+    ClientIp,
+    Path,
+    Header(HeaderName),
+    Cookie(String),
+}
+
+/// One backend server of a pool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerAddr {
+    pub addr: SocketAddr,
+    pub weight: u32,
+}
+
+/// `[upstream.NAME]`
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    pub name: String,
+    pub servers: Vec<ServerAddr>,
+    pub balance: Balance,
+    pub hash_key: HashKey,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    pub write_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub retries: usize,
+    pub health: Option<HealthCheck>,
+}
+
+/// `[upstream.NAME.health]`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    pub path: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub healthy_threshold: u32,
+    pub unhealthy_threshold: u32,
+}
+
+/// What a rate limit counts by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RateKey {
+    ClientIp,
+    Header(HeaderName),
+}
+
+/// `[rate_limit.NAME]`
+#[derive(Debug, Clone, PartialEq)]
+pub struct RateLimit {
+    pub name: String,
+    pub key: RateKey,
+    /// Requests per second, sustained.
+    pub rate: f64,
+    /// Bucket size.
+    pub burst: u32,
+}
