@@ -42,7 +42,7 @@ impl ServeHttp for AdminApp {
                 crate::metrics::render(),
             ),
             "/healthz" => text(200, "text/plain; charset=utf-8", "ok\n"),
-            "/readyz" if self.state.is_draining() => {
+            "/readyz" if crate::lifecycle::drain::is_draining() => {
                 text(503, "text/plain; charset=utf-8", "draining\n")
             }
             "/readyz" => text(200, "text/plain; charset=utf-8", "ready\n"),

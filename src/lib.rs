@@ -4,37 +4,50 @@
 //! web app. A request travels through the modules in this order:
 //!
 //! ```text
-//!  listener (plain :8080 | TLS :8443, rustls, h2/h1 by ALPN)      server, tls
-//!     │
-//!     ├─ plain and redirect_to_https ──▶ 301 https://host:port/path?q   proxy::redirect
+//!  listener (plain :8080 | TLS :8443, rustls, h2/h1 by ALPN)   server, connection, tls
+//!     │    per-IP cap, request-head deadline                   connection
 //!     ▼
-//!  rate limit of the matched route ──▶ 429                          rate_limit
+//!  request head checks: framing, target form, size ──▶ 400/431 proxy::framing
+//!     ├─ plain and redirect_to_https ──▶ 301 https://host:port/path?q
+//!     │                                                         proxy::redirect
 //!     ▼
-//!  route by longest prefix                                          config::runtime::RouteTable
-//!     ├─ static site ──▶ file, 304, 206, SPA fallback               static_files
-//!     └─ upstream pool ──▶ healthy server, retries, X-Forwarded-*   pool, proxy::upstream
+//!  route by longest prefix ──▶ 404                             proxy::route
 //!     ▼
-//!  response headers ([headers], HSTS, X-Request-Id)                 proxy::headers
+//!  rate limits of the route ──▶ 429                            rate_limit
 //!     ▼
-//!  metrics and JSON access log                                      metrics, access_log
+//!  body size ──▶ 413
+//!     ├─ static site ──▶ file, 304, 206, SPA fallback          static_files
+//!     └─ upstream pool ──▶ healthy server, retries, X-Forwarded-*
+//!                                                               pool, proxy::upstream
+//!     ▼
+//!  response headers ([headers], HSTS, X-Request-Id)            proxy::headers
+//!     ▼
+//!  metrics and JSON access log                                 metrics, access_log
 //! ```
 //!
-//! The config lives in [`state::State`] behind an `ArcSwap`; each request loads
-//! one snapshot at its start and keeps it to the end.
+//! Every answer Gatehouse writes itself comes from `proxy::answers`. The
+//! config lives in [`state::State`] behind an `ArcSwap`; each request loads
+//! one [`state::Snapshot`] at its start and keeps it to the end; [`reload`]
+//! builds the next one. [`lifecycle`] owns signals, drain, the pid file and
+//! upgrades. ARCHITECTURE.md has the code map and the invariants.
 
 /// The command line: `run`, `check`, `cert`, `reload`.
 pub mod cli;
 /// The config file: serde types, the validated model, located errors.
 pub mod config;
-/// The live config snapshot behind `ArcSwap`, and reloads.
+/// Reloading the config into a new snapshot; `watch_config`.
+pub mod reload;
+/// The live config snapshot behind `ArcSwap`.
 pub mod state;
-/// Builds and runs the Pingora server: listeners, services, signals, drain.
+/// Builds and runs the Pingora server: listeners and services.
 pub mod server;
+/// Signals, drain, pid file, upgrade hand-over.
+pub mod lifecycle;
 /// Per-connection limits before HTTP: per-IP cap, request-head deadline, pre-TLS check.
 pub mod connection;
 /// Certificates, SNI selection, self-signed generation.
 pub mod tls;
-/// The `ProxyHttp` implementation: redirect, route, limits, upstream, responses.
+/// The `ProxyHttp` implementation: the request's stages, upstream, answers.
 pub mod proxy;
 /// Keyed GCRA rate limiters.
 pub mod rate_limit;
@@ -42,6 +55,8 @@ pub mod rate_limit;
 pub mod static_files;
 /// Upstream pools: balancing and health checks.
 pub mod pool;
+/// Background services over the live state: health checks, limiter janitor.
+pub mod background;
 /// Prometheus metrics.
 pub mod metrics;
 /// The JSON access log.

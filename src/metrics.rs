@@ -176,7 +176,7 @@ pub fn record_reload(ok: bool) {
             .with_label_values(&[if ok { "ok" } else { "error" }])
             .inc();
         if ok {
-            m.last_reload_success.set(crate::state::unix_now());
+            m.last_reload_success.set(unix_now());
         }
     }
 }
@@ -185,7 +185,7 @@ pub fn record_reload(ok: bool) {
 /// counting a reload.
 pub fn record_startup_load() {
     if let Some(m) = get() {
-        m.last_reload_success.set(crate::state::unix_now());
+        m.last_reload_success.set(unix_now());
     }
 }
 
@@ -215,6 +215,13 @@ pub fn record_rate_limited(limit: &str) {
     if let Some(m) = get() {
         m.rate_limited.with_label_values(&[limit]).inc();
     }
+}
+
+/// Seconds since the epoch, for the last-reload gauge.
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// The Prometheus text exposition of every metric.

@@ -12,19 +12,14 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use governor::clock::{Clock, DefaultClock};
 use governor::middleware::StateInformationMiddleware;
 use governor::state::keyed::DefaultKeyedStateStore;
 use governor::{Quota, RateLimiter};
 use http::HeaderMap;
-use pingora::server::ShutdownWatch;
-use pingora::services::background::BackgroundService;
 
 use crate::config::{RateKey, RateLimit};
 
-/// How often idle keys are dropped from every limiter.
-pub const JANITOR_INTERVAL: Duration = Duration::from_secs(10);
 /// Longest header value used as a key (bytes); longer values are cut.
 const MAX_KEY_LEN: usize = 256;
 
@@ -160,28 +155,6 @@ impl Limiters {
 
     pub fn iter(&self) -> impl Iterator<Item = &Arc<Limiter>> {
         self.by_name.values()
-    }
-}
-
-/// Periodically evicts idle keys from the current limiters.
-pub struct LimiterJanitor {
-    pub state: Arc<crate::state::State>,
-}
-
-#[async_trait]
-impl BackgroundService for LimiterJanitor {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        let mut ticker = tokio::time::interval(JANITOR_INTERVAL);
-        loop {
-            tokio::select! {
-                _ = shutdown.changed() => return,
-                _ = ticker.tick() => {
-                    for limiter in self.state.current().limiters.iter() {
-                        limiter.evict_idle();
-                    }
-                }
-            }
-        }
     }
 }
 

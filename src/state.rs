@@ -1,31 +1,21 @@
-//! The live state: the current [`Snapshot`] behind an `ArcSwap`, and reloads.
+//! The live state: the current [`Snapshot`] behind an `ArcSwap`.
 //!
 //! A [`Snapshot`] is everything built from one validated config: the route
 //! table, static sites, upstream pools and rate limiters. Requests `load` one
-//! snapshot and keep it to the end; a reload builds the next runtime completely
-//! (carrying server health, pooled state and limiter buckets over), then swaps
-//! it in with one `store`.
-//!
-//! Reloads are serialised (SIGHUP, `gatehouse reload` and `watch_config` may
-//! overlap). Each one first records a fingerprint of the files it is about to
-//! read ([`State::files_fingerprint`]), so the config watcher can tell a file
-//! that changed since from one a reload already saw.
+//! snapshot and keep it to the end; a reload ([`crate::reload`]) builds the
+//! next one completely, then swaps it in with one `store`.
 
-use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::SystemTime;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
-use crate::config::{self, Config, ConfigErrors};
+use crate::config::Config;
 use crate::metrics;
-use crate::pool::health::CheckError;
-use crate::pool::{Backend, Pool};
+use crate::pool::Pool;
 use crate::proxy::route::RouteTable;
 use crate::rate_limit::Limiters;
 use crate::static_files::Site;
@@ -71,27 +61,18 @@ impl Snapshot {
     }
 }
 
-/// What a successful reload changed that it could not apply.
-#[derive(Debug, Default)]
-pub struct ReloadReport {
-    /// Settings that need new sockets or threads: they take an upgrade (`run -u`).
-    pub needs_upgrade: Vec<String>,
-}
-
 /// The process-wide state shared by every service.
 pub struct State {
-    current: ArcSwap<Snapshot>,
+    pub(crate) current: ArcSwap<Snapshot>,
     /// Bumped after every successful reload.
-    generation: watch::Sender<u64>,
+    pub(crate) generation: watch::Sender<u64>,
     /// The TLS listener's certificates, when there is one.
-    certs: Option<Arc<SniResolver>>,
-    config_path: PathBuf,
-    /// Set on SIGTERM and when a graceful shutdown starts (see `set_draining`).
-    draining: AtomicBool,
+    pub(crate) certs: Option<Arc<SniResolver>>,
+    pub(crate) config_path: PathBuf,
     /// Held for the whole of a reload: one at a time.
-    reload_lock: Mutex<()>,
+    pub(crate) reload_lock: Mutex<()>,
     /// [`State::files_fingerprint`] as the last load or reload attempt saw it.
-    loaded_fingerprint: AtomicU64,
+    pub(crate) loaded_fingerprint: AtomicU64,
 }
 
 impl State {
@@ -101,7 +82,8 @@ impl State {
             Some(https) => Some(Arc::new(SniResolver::new(CertSet::load(https)?))),
             None => None,
         };
-        let fingerprint = fingerprint(&watched_files(config_path, &config));
+        let fingerprint =
+            crate::reload::fingerprint(&crate::reload::watched_files(config_path, &config));
         let runtime = Snapshot::build(config, None);
         for pool in runtime.pools.values() {
             for b in &pool.backends {
@@ -113,7 +95,6 @@ impl State {
             generation: watch::channel(0).0,
             certs,
             config_path: config_path.to_path_buf(),
-            draining: AtomicBool::new(false),
             reload_lock: Mutex::new(()),
             loaded_fingerprint: AtomicU64::new(fingerprint),
         }))
@@ -137,214 +118,4 @@ impl State {
     pub fn config_path(&self) -> &Path {
         &self.config_path
     }
-
-    /// From now on `/readyz` answers 503 and each HTTP/1.1 answer closes its
-    /// connection.
-    pub fn set_draining(&self) {
-        self.draining.store(true, Ordering::Relaxed);
-    }
-
-    pub fn is_draining(&self) -> bool {
-        self.draining.load(Ordering::Relaxed)
-    }
-
-    /// A hash of the contents of the files a reload reads: the config file and
-    /// the certificates and keys the running config names. Reads files: call
-    /// it off the async threads.
-    pub fn files_fingerprint(&self) -> u64 {
-        fingerprint(&watched_files(&self.config_path, &self.current().config))
-    }
-
-    /// [`State::files_fingerprint`] as the last load or reload attempt saw it,
-    /// whether that attempt succeeded or not.
-    pub fn loaded_fingerprint(&self) -> u64 {
-        self.loaded_fingerprint.load(Ordering::Relaxed)
-    }
-
-    /// Re-reads the config file and swaps it in. On any error the running
-    /// config stays and the error is returned (and counted). Blocking (reads
-    /// files); one reload runs at a time.
-    pub fn reload(&self) -> Result<ReloadReport, ConfigErrors> {
-        let _one_at_a_time = self
-            .reload_lock
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        self.loaded_fingerprint
-            .store(self.files_fingerprint(), Ordering::Relaxed);
-        let result = self.try_reload();
-        match &result {
-            // Logged before counted: whoever watches the counter finds the log.
-            Ok(report) => {
-                for item in &report.needs_upgrade {
-                    log::warn!("reload: {item} changed; this takes a binary upgrade (run -u) and is ignored");
-                }
-                log::info!("reload: config {} applied", self.config_path.display());
-                metrics::record_reload(true);
-            }
-            Err(errors) => {
-                log::error!("reload rejected, the running config stays:\n{errors}");
-                metrics::record_reload(false);
-            }
-        }
-        result
-    }
-
-    fn try_reload(&self) -> Result<ReloadReport, ConfigErrors> {
-        let config = config::load(&self.config_path)?;
-        let old = self.current();
-        let report = ReloadReport {
-            needs_upgrade: needs_upgrade(&old.config, &config),
-        };
-        // Certificates first: a missing or broken file keeps the old set.
-        let certs = match (&config.https, &self.certs) {
-            (Some(https), Some(_)) => Some(CertSet::load(https).map_err(|e| {
-                ConfigErrors::single(Some(&self.config_path), format!("https: {e}"))
-            })?),
-            _ => None,
-        };
-        let runtime = Snapshot::build(config, Some(&old));
-        crate::pool::health::first_checks(runtime.pools.values());
-        if let (Some(resolver), Some(certs)) = (&self.certs, certs) {
-            resolver.replace(certs);
-        }
-        for pool in runtime.pools.values() {
-            for b in &pool.backends {
-                metrics::set_backend_health(pool.name(), &b.label, b.is_healthy());
-            }
-        }
-        for (name, pool) in &old.pools {
-            for b in &pool.backends {
-                let kept = runtime
-                    .pools
-                    .get(name)
-                    .is_some_and(|p| p.backends.iter().any(|n| n.addr == b.addr));
-                if !kept {
-                    metrics::remove_backend(name, &b.label);
-                }
-            }
-        }
-        self.current.store(Arc::new(runtime));
-        self.generation.send_modify(|g| *g += 1);
-        Ok(report)
-    }
-
-    /// Called by the health checker when a server flips.
-    pub fn on_health_change(
-        &self,
-        pool: &Pool,
-        backend: &Backend,
-        healthy: bool,
-        cause: Option<CheckError>,
-    ) {
-        // A checker of a pool that a reload just replaced may still report;
-        // the gauge of a server the reload removed must not come back.
-        let current = self.current().pools.get(pool.name()).is_some_and(|p| {
-            p.backends
-                .iter()
-                .any(|b| std::ptr::eq(Arc::as_ptr(b), backend))
-        });
-        if current {
-            metrics::set_backend_health(pool.name(), &backend.label, healthy);
-        }
-        match (healthy, cause) {
-            (true, _) => log::info!(
-                "upstream {}: server {} is healthy again",
-                pool.name(),
-                backend.label
-            ),
-            (false, Some(cause)) => log::warn!(
-                "upstream {}: server {} taken out of rotation: health check {cause}",
-                pool.name(),
-                backend.label
-            ),
-            (false, None) => log::warn!(
-                "upstream {}: server {} taken out of rotation",
-                pool.name(),
-                backend.label
-            ),
-        }
-    }
-}
-
-/// Settings a reload cannot apply because they need new sockets or threads.
-fn needs_upgrade(old: &Config, new: &Config) -> Vec<String> {
-    let mut out = Vec::new();
-    let http = |c: &Config| c.http.as_ref().map(|h| h.listen.clone());
-    let https = |c: &Config| c.https.as_ref().map(|h| h.listen.clone());
-    if http(old) != http(new) {
-        out.push("http.listen".to_string());
-    }
-    if https(old) != https(new) {
-        out.push("https.listen".to_string());
-    }
-    if old.https.as_ref().map(|h| h.http2) != new.https.as_ref().map(|h| h.http2) {
-        out.push("https.http2".to_string());
-    }
-    if old.admin != new.admin {
-        out.push("admin.listen".to_string());
-    }
-    if old.server.threads != new.server.threads {
-        out.push("server.threads".to_string());
-    }
-    for (key, a, b) in [
-        (
-            "server.pid_file",
-            &old.server.pid_file,
-            &new.server.pid_file,
-        ),
-        (
-            "server.upgrade_sock",
-            &old.server.upgrade_sock,
-            &new.server.upgrade_sock,
-        ),
-    ] {
-        if a != b {
-            out.push(key.to_string());
-        }
-    }
-    if old.server.access_log != new.server.access_log {
-        out.push("server.access_log".to_string());
-    }
-    if old.server.grace_period != new.server.grace_period {
-        out.push("server.grace_period".to_string());
-    }
-    if old.server.drain_delay != new.server.drain_delay {
-        out.push("server.drain_delay".to_string());
-    }
-    out
-}
-
-/// The config file and every certificate and key file `config` names.
-fn watched_files(config_path: &Path, config: &Config) -> Vec<PathBuf> {
-    let mut files = vec![config_path.to_path_buf()];
-    if let Some(https) = &config.https {
-        files.push(https.cert.clone());
-        files.push(https.key.clone());
-        for sni in &https.sni {
-            files.push(sni.cert.clone());
-            files.push(sni.key.clone());
-        }
-    }
-    files
-}
-
-/// A hash of each file's path and contents (a file that cannot be read hashes
-/// as its error kind, so it changes when the file appears).
-fn fingerprint(files: &[PathBuf]) -> u64 {
-    let mut h = DefaultHasher::new();
-    for path in files {
-        path.hash(&mut h);
-        match std::fs::read(path) {
-            Ok(bytes) => bytes.hash(&mut h),
-            Err(e) => format!("{:?}", e.kind()).hash(&mut h),
-        }
-    }
-    h.finish()
-}
-
-/// Seconds since the epoch, for the last-reload gauge.
-pub fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
 }

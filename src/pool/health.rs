@@ -2,16 +2,12 @@
 //!
 //! A server leaves rotation after `unhealthy_threshold` consecutive failures and
 //! comes back after `healthy_threshold` consecutive passes; a pass is a 2xx
-//! answer within `timeout`. [`HealthService`] runs one task per pool of the
-//! current config and restarts them when a reload swaps the config; because
-//! server state is carried across reloads ([`super::Pool::new`]), a restart
-//! keeps every server's health. The first round of a (re)started task runs at
-//! once, so a server added by a reload joins as soon as it passes. A pool whose
-//! checks a reload removed puts every server back in rotation.
+//! answer within `timeout`. `crate::background::HealthService` runs the
+//! checks of the current config and restarts them when a reload swaps it;
+//! because server state is carried across reloads ([`super::Pool::new`]), a
+//! restart keeps every server's health. [`first_checks`] runs the first check
+//! of the servers a reload adds before that reload takes effect.
 
-use async_trait::async_trait;
-use pingora::server::ShutdownWatch;
-use pingora::services::background::BackgroundService;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -21,7 +17,6 @@ use tokio::task::JoinSet;
 
 use super::{Backend, Pool};
 use crate::config::HealthCheck;
-use crate::state::State;
 
 /// Largest health check response head read (bytes).
 const MAX_HEAD: usize = 16 * 1024;
@@ -171,82 +166,6 @@ pub fn first_checks<'a>(pools: impl Iterator<Item = &'a Arc<Pool>>) {
         }
         while checks.join_next().await.is_some() {}
     });
-}
-
-/// Checks every server of `pool` forever, every `interval`.
-async fn watch_pool(pool: Arc<Pool>, hc: HealthCheck, state: Arc<State>) {
-    let mut ticker = tokio::time::interval(hc.interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        ticker.tick().await;
-        let mut checks = JoinSet::new();
-        for backend in &pool.backends {
-            let backend = backend.clone();
-            let hc = hc.clone();
-            checks.spawn(async move {
-                let result = check(backend.addr, &hc).await;
-                (backend, result)
-            });
-        }
-        while let Some(done) = checks.join_next().await {
-            let Ok((backend, result)) = done else {
-                continue;
-            };
-            let changed = record(&backend, &hc, &result);
-            if let Some(healthy) = changed {
-                state.on_health_change(&pool, &backend, healthy, result.err());
-            }
-        }
-    }
-}
-
-/// Runs the health checks of the current config, restarting them on reload.
-pub struct HealthService {
-    pub state: Arc<State>,
-}
-
-#[async_trait]
-impl BackgroundService for HealthService {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        let mut reloads = self.state.subscribe();
-        loop {
-            let runtime = self.state.current();
-            let mut tasks = JoinSet::new();
-            for pool in runtime.pools.values() {
-                match pool.config.health.clone() {
-                    Some(hc) => {
-                        tasks.spawn(watch_pool(pool.clone(), hc, self.state.clone()));
-                    }
-                    None => self.unchecked(pool),
-                }
-            }
-            drop(runtime);
-            tokio::select! {
-                _ = shutdown.changed() => return,
-                changed = reloads.changed() => {
-                    if changed.is_err() {
-                        return;
-                    }
-                }
-            }
-            tasks.abort_all();
-        }
-    }
-}
-
-impl HealthService {
-    /// A pool without checks (a reload may have removed them): nothing would
-    /// ever bring a server the checks took out back, so all are in rotation.
-    fn unchecked(&self, pool: &Pool) {
-        for backend in &pool.backends {
-            backend.pending.store(false, Ordering::Relaxed);
-            backend.passes.store(0, Ordering::Relaxed);
-            backend.fails.store(0, Ordering::Relaxed);
-            if backend.set_healthy(true) {
-                self.state.on_health_change(pool, backend, true, None);
-            }
-        }
-    }
 }
 
 #[cfg(test)]

@@ -18,7 +18,6 @@ pub mod route;
 pub mod upstream;
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -32,20 +31,12 @@ use pingora::{Error, ErrorType};
 
 use crate::access_log;
 use crate::config::{Route, Target};
+use crate::lifecycle::drain::RequestInFlight;
 use crate::metrics;
 use crate::pool::{InFlight, Pool};
 use crate::rate_limit::Decision;
 use crate::state::{Snapshot, State};
 use crate::static_files::ReplyBody;
-
-/// Requests between `new_ctx` and the end of `logging`, process-wide; the
-/// drain on shutdown waits for it to reach zero.
-static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
-
-/// Requests being handled right now.
-pub fn requests_in_flight() -> usize {
-    IN_FLIGHT.load(Ordering::Relaxed)
-}
 
 /// The proxy. Cheap to clone; all state is in [`State`].
 pub struct Gatehouse {
@@ -78,18 +69,14 @@ pub struct Ctx {
     pub max_body: u64,
     /// The status sent to the client (0 when none could be sent).
     pub status: u16,
-}
-
-impl Drop for Ctx {
-    fn drop(&mut self) {
-        IN_FLIGHT.fetch_sub(1, Ordering::Relaxed);
-    }
+    /// Counts this request in flight (the drain waits for none) until dropped.
+    _counted: RequestInFlight,
 }
 
 impl Ctx {
     fn new() -> Self {
-        IN_FLIGHT.fetch_add(1, Ordering::Relaxed);
         Ctx {
+            _counted: RequestInFlight::new(),
             start: Instant::now(),
             rt: None,
             route: None,
@@ -477,7 +464,7 @@ impl ProxyHttp for Gatehouse {
         let rt = self.state.current();
         ctx.rt = Some(rt.clone());
         ctx.tls = is_tls(session);
-        if self.state.is_draining() {
+        if crate::lifecycle::drain::is_draining() {
             // Draining (SIGTERM, or after an upgrade's handover): `Connection:
             // close`, so each busy keep-alive connection ends after this answer.
             session.set_keepalive(None);

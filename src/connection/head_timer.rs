@@ -1,0 +1,248 @@
+//! [`GuardedIo`]: the client stream with its per-IP slot and the request
+//! head deadline (`header_timeout`) of HTTP/1.x.
+
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pingora::protocols::raw_connect::ProxyDigest;
+use pingora::protocols::tls::{SslDigest, TlsRef};
+use pingora::protocols::{
+    GetProxyDigest, GetSocketDigest, GetTimingDigest, SocketDigest, TimingDigest,
+};
+use pingora::protocols::{Peek, Shutdown, Ssl, Stream, UniqueID, UniqueIDType, ALPN};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
+
+use super::per_ip::IpSlot;
+
+/// Where a connection is in its request cycle, for the head deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Receiving a request head: the deadline runs.
+    Head,
+    /// The head is in; body and response follow.
+    AfterHead,
+    /// A response was written; the next byte read starts a new head.
+    Idle,
+}
+
+pub(crate) struct HeadTimer {
+    timeout: Duration,
+    sleep: Pin<Box<Sleep>>,
+    phase: Phase,
+    /// Line ends in a row (an empty line ends the head).
+    line_ends: u8,
+}
+
+impl HeadTimer {
+    pub(crate) fn new(timeout: Duration) -> Self {
+        HeadTimer {
+            timeout,
+            sleep: Box::pin(tokio::time::sleep(timeout)),
+            phase: Phase::Head,
+            line_ends: 0,
+        }
+    }
+
+    /// Looks at bytes just read: a first byte after a response starts a new
+    /// head (and its deadline); the empty line ending a head stops the deadline.
+    /// Bytes after the end of the head (the body) are not looked at.
+    fn on_read(&mut self, data: &[u8]) {
+        if data.is_empty() {
+            return;
+        }
+        if self.phase == Phase::Idle {
+            self.phase = Phase::Head;
+            self.line_ends = 0;
+            self.sleep.as_mut().reset(Instant::now() + self.timeout);
+        }
+        if self.phase != Phase::Head {
+            return;
+        }
+        for &b in data {
+            match b {
+                b'\n' => {
+                    self.line_ends += 1;
+                    if self.line_ends == 2 {
+                        self.phase = Phase::AfterHead;
+                        return;
+                    }
+                }
+                b'\r' => {}
+                _ => self.line_ends = 0,
+            }
+        }
+    }
+}
+
+/// A stream that carries its connection slot and enforces the head deadline.
+pub struct GuardedIo {
+    pub(crate) inner: Stream,
+    pub(crate) _slot: Option<IpSlot>,
+    pub(crate) head: Option<HeadTimer>,
+}
+
+impl fmt::Debug for GuardedIo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GuardedIo")
+            .field("inner", &self.inner)
+            .finish()
+    }
+}
+
+impl AsyncRead for GuardedIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        if let Some(head) = this.head.as_mut().filter(|h| h.phase == Phase::Head) {
+            if head.sleep.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "request head not received within header_timeout",
+                )));
+            }
+        }
+        let before = buf.filled().len();
+        let res = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if let (Poll::Ready(Ok(())), Some(head)) = (&res, this.head.as_mut()) {
+            head.on_read(&buf.filled()[before..]);
+        }
+        res
+    }
+}
+
+impl AsyncWrite for GuardedIo {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if let Some(head) = self.head.as_mut() {
+            head.phase = Phase::Idle;
+        }
+        Pin::new(&mut self.inner).poll_write(cx, data)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        if let Some(head) = self.head.as_mut() {
+            head.phase = Phase::Idle;
+        }
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[async_trait]
+impl Shutdown for GuardedIo {
+    async fn shutdown(&mut self) {
+        self.inner.shutdown().await
+    }
+}
+
+impl UniqueID for GuardedIo {
+    fn id(&self) -> UniqueIDType {
+        self.inner.id()
+    }
+}
+
+impl Ssl for GuardedIo {
+    fn get_ssl(&self) -> Option<&TlsRef> {
+        self.inner.get_ssl()
+    }
+
+    fn get_ssl_digest(&self) -> Option<Arc<SslDigest>> {
+        self.inner.get_ssl_digest()
+    }
+
+    fn selected_alpn_proto(&self) -> Option<ALPN> {
+        self.inner.selected_alpn_proto()
+    }
+}
+
+impl GetTimingDigest for GuardedIo {
+    fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
+        self.inner.get_timing_digest()
+    }
+
+    fn get_read_pending_time(&self) -> Duration {
+        self.inner.get_read_pending_time()
+    }
+
+    fn get_write_pending_time(&self) -> Duration {
+        self.inner.get_write_pending_time()
+    }
+}
+
+impl GetProxyDigest for GuardedIo {
+    fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
+        self.inner.get_proxy_digest()
+    }
+
+    fn set_proxy_digest(&mut self, digest: ProxyDigest) {
+        self.inner.set_proxy_digest(digest)
+    }
+}
+
+impl GetSocketDigest for GuardedIo {
+    fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
+        self.inner.get_socket_digest()
+    }
+
+    fn set_socket_digest(&mut self, digest: SocketDigest) {
+        self.inner.set_socket_digest(digest)
+    }
+}
+
+#[async_trait]
+impl Peek for GuardedIo {
+    async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
+        self.inner.try_peek(buf).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn head_end_is_found_across_reads() {
+        let mut t = HeadTimer::new(Duration::from_secs(1));
+        t.on_read(b"GET / HTTP/1.1\r\nHost: x\r\n\r");
+        assert_eq!(t.phase, Phase::Head);
+        t.on_read(b"\n");
+        assert_eq!(t.phase, Phase::AfterHead);
+        t.phase = Phase::Idle;
+        t.on_read(b"G");
+        assert_eq!(t.phase, Phase::Head, "a new request restarts the deadline");
+        t.on_read(b"ET / HTTP/1.1\nHost: x\n\nbody");
+        assert_eq!(
+            t.phase,
+            Phase::AfterHead,
+            "bare LF line ends end a head too"
+        );
+    }
+}

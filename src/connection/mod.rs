@@ -1,0 +1,159 @@
+//! Per-connection limits, applied before any HTTP parsing.
+//!
+//! [`Guarded`] wraps the proxy application. For each accepted connection it
+//! takes a slot from the per-IP connection count (`max_connections_per_ip`;
+//! a connection over the cap is closed at once) and wraps the stream in
+//! [`GuardedIo`], which enforces `header_timeout` on HTTP/1.x: a request head
+//! must arrive completely within that time, counted from the connection's start
+//! for the first request and from the first byte of each later one. A slowloris
+//! client that trickles its head is cut off; an idle keep-alive connection is
+//! governed by the keep-alive timeout instead. The slot is released when the
+//! stream is dropped, i.e. when the connection closes.
+//!
+//! [`lingering::Lingering`] wraps both: on shutdown it keeps idle keep-alive
+//! connections open a moment so requests already on their way are answered.
+
+mod head_timer;
+mod lingering;
+mod per_ip;
+
+pub use head_timer::GuardedIo;
+pub use lingering::{open_connections, Lingering, IDLE_LINGER};
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pingora::apps::ServerApp;
+use pingora::listeners::PreTlsProcess;
+use pingora::protocols::l4::stream::Stream as L4Stream;
+use pingora::protocols::{GetSocketDigest, Peek, Stream, ALPN};
+use pingora::server::ShutdownWatch;
+
+use crate::state::State;
+use head_timer::HeadTimer;
+use per_ip::PerIp;
+
+/// The settings a new connection is checked against, read from the current
+/// config (copied, so no config is cloned per connection).
+#[derive(Clone, Copy)]
+struct Limits {
+    max_connections_per_ip: Option<usize>,
+    header_timeout: Duration,
+}
+
+impl Limits {
+    fn current(state: &State) -> Limits {
+        let server = &state.current().config.server;
+        Limits {
+            max_connections_per_ip: server.max_connections_per_ip,
+            header_timeout: server.header_timeout,
+        }
+    }
+}
+
+/// The client's IP address, from the socket.
+fn peer_ip<S: GetSocketDigest + ?Sized>(stream: &S) -> Option<IpAddr> {
+    stream
+        .get_socket_digest()
+        .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()))
+}
+
+/// The proxy application with per-connection limits in front.
+pub struct Guarded<A> {
+    app: Arc<A>,
+    state: Arc<State>,
+    per_ip: Arc<PerIp>,
+}
+
+impl<A> Guarded<A> {
+    pub fn new(app: A, state: Arc<State>) -> Self {
+        Guarded {
+            app: Arc::new(app),
+            state,
+            per_ip: Arc::default(),
+        }
+    }
+
+    /// The check to run on TLS connections before their handshake.
+    pub fn pre_tls(&self) -> Arc<PreTls> {
+        Arc::new(PreTls {
+            state: self.state.clone(),
+            per_ip: self.per_ip.clone(),
+        })
+    }
+}
+
+/// Runs before a TLS handshake: a client already at its connection cap is
+/// refused before any handshake work, and a connection that sends nothing
+/// within `header_timeout` is closed. (A client that starts a handshake and
+/// stalls is bounded by Pingora's fixed 60 s handshake timeout; connections
+/// count against the cap once their handshake is done.)
+pub struct PreTls {
+    state: Arc<State>,
+    per_ip: Arc<PerIp>,
+}
+
+#[async_trait]
+impl PreTlsProcess for PreTls {
+    async fn process(&self, stream: &mut L4Stream) -> pingora::Result<()> {
+        let limits = Limits::current(&self.state);
+        let ip = peer_ip(&*stream);
+        if let (Some(ip), Some(cap)) = (ip, limits.max_connections_per_ip) {
+            if self.per_ip.count(ip) >= cap {
+                return pingora::Error::e_explain(
+                    pingora::ErrorType::ConnectionClosed,
+                    "max_connections_per_ip reached",
+                );
+            }
+        }
+        let mut first = [0u8; 1];
+        match tokio::time::timeout(limits.header_timeout, stream.try_peek(&mut first)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(pingora::Error::because(
+                pingora::ErrorType::ReadError,
+                "before TLS",
+                e,
+            )),
+            Err(_) => pingora::Error::e_explain(
+                pingora::ErrorType::ReadTimedout,
+                "no TLS ClientHello within header_timeout",
+            ),
+        }
+    }
+}
+
+#[async_trait]
+impl<A: ServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let limits = Limits::current(&self.state);
+        let ip = peer_ip(&*stream);
+        let slot = match ip {
+            Some(ip) => match self.per_ip.acquire(ip, limits.max_connections_per_ip) {
+                Some(slot) => Some(slot),
+                None => {
+                    log::debug!("connection from {ip} refused: max_connections_per_ip reached");
+                    return None;
+                }
+            },
+            None => None,
+        };
+        let h1 = !matches!(stream.selected_alpn_proto(), Some(ALPN::H2));
+        let head = h1.then(|| HeadTimer::new(limits.header_timeout));
+        let guarded: Stream = Box::new(GuardedIo {
+            inner: stream,
+            _slot: slot,
+            head,
+        });
+        self.app.process_new(guarded, shutdown).await
+    }
+
+    async fn cleanup(&self) {
+        self.app.cleanup().await;
+    }
+}
