@@ -13,12 +13,10 @@ use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TryS
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
 
-use pingora::proxy::Session;
 use serde::Serialize;
 
-use crate::config::{AccessLog, Target};
+use crate::config::AccessLog;
 use crate::metrics;
-use crate::proxy::Ctx;
 
 /// Lines queued for the writer before new ones are dropped.
 pub const QUEUE_LINES: usize = 16 * 1024;
@@ -169,46 +167,16 @@ fn writer(
     }
 }
 
-/// Formats and queues the line for a finished request.
-pub fn record(session: &Session, e: Option<&pingora::Error>, ctx: &Ctx, elapsed: Duration) {
-    let Some(sink) = SINK.get() else { return };
-    let req = session.req_header();
-    let header_str =
-        |name: http::header::HeaderName| req.headers.get(name).and_then(|v| v.to_str().ok());
-    let tls_version = session
-        .digest()
-        .and_then(|d| d.ssl_digest.as_ref())
-        .map(|s| tls_version_name(&s.version));
-    let route = ctx.route();
-    let flight = ctx.in_flight.as_ref().map(|f| f.backend());
-    let entry = Entry {
-        time: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
-        client_ip: ctx.client_ip.map(|ip| ip.to_string()),
-        method: Some(req.method.as_str()),
-        host: header_str(http::header::HOST).or_else(|| req.uri.authority().map(|a| a.as_str())),
-        path: Some(req.uri.path()),
-        route: route.map(|r| r.prefix.as_str()),
-        status: ctx.status,
-        bytes_sent: session.body_bytes_sent(),
-        duration_ms: elapsed.as_secs_f64() * 1000.0,
-        upstream: match route.map(|r| &r.target) {
-            Some(Target::Upstream(name)) => Some(name.as_str()),
-            _ => None,
-        },
-        server: flight.map(|b| b.label.as_str()),
-        // Measured against the same end as `duration_ms`, so it is never larger.
-        upstream_duration_ms: ctx.upstream_start.map(|t| {
-            let before_upstream = t.saturating_duration_since(ctx.start);
-            elapsed.saturating_sub(before_upstream).as_secs_f64() * 1000.0
-        }),
-        request_id: &ctx.request_id,
-        protocol: if session.is_http2() { "h2" } else { "h1" },
-        tls_version,
-        user_agent: header_str(http::header::USER_AGENT),
-        referer: header_str(http::header::REFERER),
-        error: e.map(error_text),
-    };
-    queue(sink, &entry);
+/// Whether lines are written at all (`access_log` is not `off`).
+pub fn enabled() -> bool {
+    SINK.get().is_some()
+}
+
+/// Formats and queues one line.
+pub fn write(entry: &Entry<'_>) {
+    if let Some(sink) = SINK.get() {
+        queue(sink, entry);
+    }
 }
 
 /// Formats and queues the line for a request whose head could not be parsed
@@ -269,7 +237,7 @@ fn enqueue(sink: &SyncSender<String>, line: String) -> bool {
 }
 
 /// The usual spelling of a TLS version (rustls names them `TLSv1_3`).
-fn tls_version_name(version: &str) -> &str {
+pub fn tls_version_name(version: &str) -> &str {
     match version {
         "TLSv1_3" => "TLSv1.3",
         "TLSv1_2" => "TLSv1.2",
@@ -280,7 +248,7 @@ fn tls_version_name(version: &str) -> &str {
 /// A short reason: the explanation Gatehouse gave for its own status errors
 /// (`no healthy upstream server left to try`), else the error type
 /// (`ConnectRefused`, `ReadTimeout`, ...).
-fn error_text(e: &pingora::Error) -> String {
+pub fn error_text(e: &pingora::Error) -> String {
     match (&e.etype, &e.context) {
         (pingora::ErrorType::HTTPStatus(_), Some(context)) => context.as_str().to_string(),
         (etype, _) => etype.as_str().to_string(),

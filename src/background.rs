@@ -122,9 +122,10 @@ fn on_health_change(
             backend.label
         ),
         (false, Some(cause)) => log::warn!(
-            "upstream {}: server {} taken out of rotation: health check {cause}",
+            "upstream {}: server {} taken out of rotation: health check {}",
             pool.name(),
-            backend.label
+            backend.label,
+            crate::logging::chain(&cause)
         ),
         (false, None) => log::warn!(
             "upstream {}: server {} taken out of rotation",

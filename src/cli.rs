@@ -93,7 +93,7 @@ fn run(path: &Path, upgrade: bool) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("gatehouse: {e}");
+            eprintln!("gatehouse: {}", crate::logging::chain(&e));
             ExitCode::FAILURE
         }
     }
@@ -131,7 +131,7 @@ fn check(path: &Path) -> ExitCode {
                     https.self_signed && !(https.cert.is_file() && https.key.is_file());
                 if !generated_later {
                     if let Err(e) = crate::tls::CertSet::load(https) {
-                        println!("{}: https: {e}", path.display());
+                        println!("{}: https: {}", path.display(), crate::logging::chain(&e));
                         return ExitCode::FAILURE;
                     }
                 }
@@ -157,7 +157,7 @@ fn cert(hosts: &[String], out: &Path) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("gatehouse cert: {e}");
+            eprintln!("gatehouse cert: {}", crate::logging::chain(&e));
             ExitCode::FAILURE
         }
     }

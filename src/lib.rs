@@ -47,6 +47,8 @@ pub mod lifecycle;
 pub mod connection;
 /// Certificates, SNI selection, self-signed generation.
 pub mod tls;
+/// The bodies of every answer Gatehouse writes itself (JSON errors, redirects).
+pub mod answers;
 /// The `ProxyHttp` implementation: the request's stages, upstream, answers.
 pub mod proxy;
 /// Keyed GCRA rate limiters.

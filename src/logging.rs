@@ -20,6 +20,19 @@ use std::time::Instant;
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
 
+/// An error and its causes, `outer: inner: innermost`: each error's own
+/// message says only its part, and its cause is kept as its `source`.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        next = cause.source();
+    }
+    out
+}
+
 /// Lines a call site may log at WARN or ERROR in a burst.
 pub const BURST: f64 = 20.0;
 /// Lines per second a call site gets back after a burst.
@@ -225,6 +238,15 @@ impl Log for GuardedLogger {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_chain_prints_each_cause_once() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("cannot read x.pem")]
+        struct Outer(#[source] std::io::Error);
+        let e = Outer(std::io::Error::other("no such file"));
+        assert_eq!(chain(&e), "cannot read x.pem: no such file");
+    }
 
     #[test]
     fn client_events_from_pingora_are_not_operational() {

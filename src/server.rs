@@ -42,11 +42,11 @@ pub const CLIENT_READ_BUFFER: usize = 4 * 1024;
 /// Why the server could not be started.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("TLS: {0}")]
+    #[error("TLS")]
     Tls(#[from] crate::tls::TlsError),
-    #[error("access log: {0}")]
+    #[error("cannot open the access log")]
     AccessLog(#[source] std::io::Error),
-    #[error("cannot set up signal handling: {0}")]
+    #[error("cannot set up signal handling")]
     Signals(#[source] std::io::Error),
 }
 

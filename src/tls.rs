@@ -43,7 +43,7 @@ const SERIAL_BYTES: usize = 16;
 /// Why a certificate could not be loaded or made.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Read {
         path: PathBuf,
         #[source]
@@ -53,7 +53,7 @@ pub enum TlsError {
     NoCertificate { path: PathBuf },
     #[error("{path}: no PEM private key found")]
     NoKey { path: PathBuf },
-    #[error("{path}: unsupported private key: {source}")]
+    #[error("{path}: unsupported private key")]
     BadKey {
         path: PathBuf,
         #[source]
@@ -61,13 +61,13 @@ pub enum TlsError {
     },
     #[error("{cert}: the certificate does not match the key in {key}")]
     Mismatch { cert: PathBuf, key: PathBuf },
-    #[error("cannot generate a self-signed certificate: {0}")]
+    #[error("cannot generate a self-signed certificate")]
     Generate(#[from] rcgen::Error),
     #[error("cannot generate a self-signed certificate: no random bytes for its serial number")]
     Random,
-    #[error("TLS listener settings: {0}")]
+    #[error("TLS listener settings")]
     Settings(#[source] Box<pingora::Error>),
-    #[error("cannot write {path}: {source}")]
+    #[error("cannot write {path}")]
     Write {
         path: PathBuf,
         #[source]

@@ -22,25 +22,18 @@ use crate::config::HealthCheck;
 const MAX_HEAD: usize = 16 * 1024;
 
 /// Why a check failed.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, thiserror::Error)]
 pub enum CheckError {
+    #[error("timed out")]
     Timeout,
-    Connect(String),
-    Io(String),
+    #[error("connect failed")]
+    Connect(#[source] std::io::Error),
+    #[error("i/o error")]
+    Io(#[source] std::io::Error),
+    #[error("not an HTTP response")]
     BadResponse,
+    #[error("status {0}")]
     Status(u16),
-}
-
-impl std::fmt::Display for CheckError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            CheckError::Timeout => write!(f, "timed out"),
-            CheckError::Connect(e) => write!(f, "connect failed: {e}"),
-            CheckError::Io(e) => write!(f, "i/o error: {e}"),
-            CheckError::BadResponse => write!(f, "not an HTTP response"),
-            CheckError::Status(s) => write!(f, "status {s}"),
-        }
-    }
 }
 
 /// One check of one server.
@@ -56,21 +49,18 @@ pub async fn check(addr: SocketAddr, hc: &HealthCheck) -> Result<(), CheckError>
 async fn exchange(addr: SocketAddr, path: &str) -> Result<u16, CheckError> {
     let mut stream = TcpStream::connect(addr)
         .await
-        .map_err(|e| CheckError::Connect(e.to_string()))?;
+        .map_err(CheckError::Connect)?;
     let request = format!(
         "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: gatehouse-health-check\r\nConnection: close\r\n\r\n"
     );
     stream
         .write_all(request.as_bytes())
         .await
-        .map_err(|e| CheckError::Io(e.to_string()))?;
+        .map_err(CheckError::Io)?;
     let mut buf = Vec::with_capacity(512);
     loop {
         let mut chunk = [0u8; 1024];
-        let n = stream
-            .read(&mut chunk)
-            .await
-            .map_err(|e| CheckError::Io(e.to_string()))?;
+        let n = stream.read(&mut chunk).await.map_err(CheckError::Io)?;
         if n == 0 {
             return Err(CheckError::BadResponse);
         }
@@ -223,8 +213,11 @@ mod tests {
             }
         });
         let h = hc(1, 1);
-        assert_eq!(check(addr, &h).await, Ok(()));
-        assert_eq!(check(addr, &h).await, Err(CheckError::Status(503)));
+        assert!(check(addr, &h).await.is_ok());
+        assert!(matches!(
+            check(addr, &h).await,
+            Err(CheckError::Status(503))
+        ));
         let closed = {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             l.local_addr().unwrap()

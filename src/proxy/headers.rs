@@ -15,6 +15,14 @@ pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for
 pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
+/// The request's host: the `Host` header, or the URI authority (HTTP/2).
+pub fn request_host(req: &RequestHeader) -> Option<&str> {
+    match req.headers.get(http::header::HOST) {
+        Some(h) => h.to_str().ok(),
+        None => req.uri.authority().map(|a| a.as_str()),
+    }
+}
+
 /// Longest client-sent request id that is kept (bytes).
 pub const MAX_REQUEST_ID_LEN: usize = 128;
 

@@ -1,7 +1,7 @@
-//! Responses Gatehouse writes itself: short JSON errors and redirects.
-//!
-//! Every status Gatehouse produces is mapped to its error name here, in one
-//! place, and every such response goes through [`super::headers::decorate`].
+//! The one place that writes the answers Gatehouse makes itself: a stage's
+//! [`Decision`], an upstream failure, or a head the parser refused. Bodies
+//! come from [`crate::answers`]; every answer goes through
+//! [`super::headers::decorate`].
 
 use std::time::Instant;
 
@@ -10,54 +10,33 @@ use pingora::http::ResponseHeader;
 use pingora::protocols::http::ServerSession;
 use pingora::proxy::Session;
 
-use super::{headers, Ctx};
+use super::stages::Decision;
+use super::{headers, site, Ctx};
+use crate::answers::{error_body, REDIRECT_BODY};
 use crate::state::Snapshot;
 
-/// The `error` field of a JSON error for a status.
-pub fn error_name(status: u16) -> &'static str {
-    match status {
-        400 => "bad_request",
-        403 => "forbidden",
-        404 => "not_found",
-        405 => "method_not_allowed",
-        408 => "request_timeout",
-        411 => "length_required",
-        412 => "precondition_failed",
-        413 => "payload_too_large",
-        414 => "uri_too_long",
-        416 => "range_not_satisfiable",
-        421 => "misdirected_request",
-        429 => "rate_limited",
-        431 => "request_header_fields_too_large",
-        500 => "internal_error",
-        502 => "bad_gateway",
-        503 => "service_unavailable",
-        504 => "gateway_timeout",
-        s if s >= 500 => "server_error",
-        _ => "client_error",
+/// Writes what a stage decided (nothing for [`Decision::Continue`]).
+pub async fn send(session: &mut Session, ctx: &mut Ctx, decision: Decision) -> pingora::Result<()> {
+    match decision {
+        Decision::Continue => Ok(()),
+        Decision::Error { status, headers } => {
+            send_error_with(session, ctx, status, &headers).await
+        }
+        Decision::Redirect(location) => send_redirect(session, ctx, &location).await,
+        Decision::Static { site, path } => site::serve(session, ctx, &site, &path).await,
     }
 }
 
-/// `{"error":"rate_limited","status":429,"request_id":"..."}`
-pub fn error_body(status: u16, request_id: &str) -> Bytes {
-    let body = serde_json::json!({
-        "error": error_name(status),
-        "status": status,
-        "request_id": request_id,
-    });
-    Bytes::from(body.to_string())
-}
-
 /// Writes a decorated response with `body`; HEAD gets the headers only.
-pub async fn send(
+async fn send_body(
     session: &mut Session,
     ctx: &mut Ctx,
     mut header: ResponseHeader,
     body: Bytes,
 ) -> pingora::Result<()> {
     header.insert_header(http::header::CONTENT_LENGTH, body.len())?;
-    if let Some(rt) = &ctx.rt {
-        headers::decorate(&mut header, &rt.config, ctx.tls, &ctx.request_id)?;
+    if let Some(snapshot) = &ctx.snapshot {
+        headers::decorate(&mut header, &snapshot.config, ctx.tls, &ctx.request_id)?;
     }
     ctx.add_rate_headers(&mut header)?;
     ctx.status = header.status.as_u16();
@@ -94,12 +73,12 @@ pub async fn send_error_with(
         header.insert_header(http::header::CONNECTION, "close")?;
         session.set_keepalive(None);
     }
-    let body = error_body(status, &ctx.request_id);
-    send(session, ctx, header, body).await
+    let body = error_body(status, Some(&ctx.request_id));
+    send_body(session, ctx, header, body).await
 }
 
 /// Writes a 301 to `location`.
-pub async fn send_redirect(
+async fn send_redirect(
     session: &mut Session,
     ctx: &mut Ctx,
     location: &str,
@@ -107,34 +86,28 @@ pub async fn send_redirect(
     let mut header = ResponseHeader::build(301, Some(3))?;
     header.insert_header(http::header::LOCATION, location)?;
     header.insert_header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
-    send(
-        session,
-        ctx,
-        header,
-        Bytes::from_static(b"Moved Permanently\n"),
-    )
-    .await
+    send_body(session, ctx, header, Bytes::from_static(REDIRECT_BODY)).await
 }
 
 /// Answers a request whose head could not be parsed (a bad request line, a
 /// bare CR, a NUL, obs-fold, ...): the same JSON 400 with a request id as
 /// every other error, `Connection: close`, one access-log line (route `none`)
 /// and a count in `gatehouse_requests_total`.
-pub async fn send_unparsed_head_error(session: &mut ServerSession, rt: &Snapshot) {
+pub async fn send_unparsed_head_error(session: &mut ServerSession, snapshot: &Snapshot) {
     let start = Instant::now();
     let request_id = headers::request_id(None);
     let tls = session
         .digest()
         .and_then(|d| d.ssl_digest.as_ref())
         .map(|s| s.version.to_string());
-    let body = error_body(400, &request_id);
+    let body = error_body(400, Some(&request_id));
     let header = (|| -> pingora::Result<ResponseHeader> {
         let mut header = ResponseHeader::build(400, Some(6))?;
         header.insert_header(http::header::CONTENT_TYPE, "application/json")?;
         header.insert_header(http::header::CACHE_CONTROL, "no-store")?;
         header.insert_header(http::header::CONNECTION, "close")?;
         header.insert_header(http::header::CONTENT_LENGTH, body.len())?;
-        headers::decorate(&mut header, &rt.config, tls.is_some(), &request_id)?;
+        headers::decorate(&mut header, &snapshot.config, tls.is_some(), &request_id)?;
         Ok(header)
     })();
     let mut sent = 0;

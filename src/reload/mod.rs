@@ -78,7 +78,10 @@ impl State {
         // Certificates first: a missing or broken file keeps the old set.
         let certs = match (&config.https, &self.certs) {
             (Some(https), Some(_)) => Some(CertSet::load(https).map_err(|e| {
-                ConfigErrors::single(Some(&self.config_path), format!("https: {e}"))
+                ConfigErrors::single(
+                    Some(&self.config_path),
+                    format!("https: {}", crate::logging::chain(&e)),
+                )
             })?),
             _ => None,
         };

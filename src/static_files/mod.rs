@@ -350,18 +350,7 @@ fn error(status: StatusCode, head: bool) -> Reply {
 
 /// [`error`] with more headers.
 fn error_with(status: StatusCode, head: bool, mut h: HeaderMap) -> Reply {
-    let name = match status {
-        StatusCode::BAD_REQUEST => "bad_request",
-        StatusCode::NOT_FOUND => "not_found",
-        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
-        StatusCode::PRECONDITION_FAILED => "precondition_failed",
-        StatusCode::RANGE_NOT_SATISFIABLE => "range_not_satisfiable",
-        _ => "internal_error",
-    };
-    let body = Bytes::from(format!(
-        "{{\"error\":\"{name}\",\"status\":{}}}",
-        status.as_u16()
-    ));
+    let body = crate::answers::error_body(status.as_u16(), None);
     h.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),

@@ -1,0 +1,90 @@
+//! [`Ctx`]: the state of one request, from the first filter to `logging`.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use pingora::http::ResponseHeader;
+
+use crate::config::Route;
+use crate::lifecycle::drain::RequestInFlight;
+use crate::pool::{InFlight, Pool};
+use crate::rate_limit::Decision as RateDecision;
+use crate::state::Snapshot;
+
+/// Per-request state, alive from the first filter to `logging`.
+pub struct Ctx {
+    pub start: Instant,
+    /// The config snapshot this request uses from start to end.
+    pub snapshot: Option<Arc<Snapshot>>,
+    /// Index of the matched route in the route table.
+    pub route: Option<usize>,
+    pub tls: bool,
+    pub request_id: String,
+    pub peer_ip: Option<IpAddr>,
+    pub client_ip: Option<IpAddr>,
+    pub pool: Option<Arc<Pool>>,
+    /// Servers already tried for this request.
+    pub tried: Vec<SocketAddr>,
+    /// Whether a server took the request and then failed the exchange.
+    pub exchange_failed: bool,
+    pub in_flight: Option<InFlight>,
+    pub upstream_start: Option<Instant>,
+    pub upstream_status: Option<u16>,
+    /// The most restrictive rate-limit decision, for the `RateLimit-*` headers.
+    pub rate: Option<RateDecision>,
+    /// Request body bytes seen so far, against `max_body`.
+    pub body_seen: u64,
+    pub max_body: u64,
+    /// The status sent to the client (0 when none could be sent).
+    pub status: u16,
+    /// Counts this request in flight (the drain waits for none) until dropped.
+    _counted: RequestInFlight,
+}
+
+impl Default for Ctx {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Ctx {
+    pub fn new() -> Self {
+        Ctx {
+            _counted: RequestInFlight::new(),
+            start: Instant::now(),
+            snapshot: None,
+            route: None,
+            tls: false,
+            request_id: String::new(),
+            peer_ip: None,
+            client_ip: None,
+            pool: None,
+            tried: Vec::new(),
+            exchange_failed: false,
+            in_flight: None,
+            upstream_start: None,
+            upstream_status: None,
+            rate: None,
+            body_seen: 0,
+            max_body: u64::MAX,
+            status: 0,
+        }
+    }
+
+    /// The matched route.
+    pub fn route(&self) -> Option<&Route> {
+        let snapshot = self.snapshot.as_ref()?;
+        snapshot.routes.get(self.route?)
+    }
+
+    /// Adds `RateLimit-Limit`, `-Remaining`, `-Reset` when a limit applied.
+    pub fn add_rate_headers(&self, header: &mut ResponseHeader) -> pingora::Result<()> {
+        if let Some(d) = &self.rate {
+            header.insert_header("ratelimit-limit", d.limit.to_string())?;
+            header.insert_header("ratelimit-remaining", d.remaining.to_string())?;
+            header.insert_header("ratelimit-reset", d.reset_secs.to_string())?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,41 @@
+//! The hand-off to a static site: the site answers, the proxy adds the
+//! request's id to error bodies, decorates the header and writes it.
+
+use pingora::proxy::Session;
+
+use super::{headers, Ctx};
+use crate::answers::error_body;
+use crate::static_files::{write_reply, ReplyBody, Site};
+
+/// Serves `path` of `site` for the request in `session`.
+pub async fn serve(
+    session: &mut Session,
+    ctx: &mut Ctx,
+    site: &Site,
+    path: &str,
+) -> pingora::Result<()> {
+    let req = session.req_header();
+    let mut reply = site.respond(&req.method, path, &req.headers).await;
+    let status = reply.header.status.as_u16();
+    if status >= 400 {
+        if let ReplyBody::Full(_) = reply.body {
+            // The same JSON error as every other, with this request's id.
+            let body = error_body(status, Some(&ctx.request_id));
+            reply
+                .header
+                .insert_header(http::header::CONTENT_LENGTH, body.len())?;
+            reply.body = ReplyBody::Full(body);
+        }
+    }
+    if let Some(snapshot) = &ctx.snapshot {
+        headers::decorate(
+            &mut reply.header,
+            &snapshot.config,
+            ctx.tls,
+            &ctx.request_id,
+        )?;
+    }
+    ctx.add_rate_headers(&mut reply.header)?;
+    ctx.status = reply.header.status.as_u16();
+    write_reply(session, reply).await
+}

@@ -1,0 +1,360 @@
+//! The request's stages, in order: each a plain function of the request head,
+//! the config snapshot and the request's context, returning a [`Decision`].
+//!
+//! ```text
+//! framing → head size → redirect → host → route → rate limits → body size → target
+//! ```
+//!
+//! The first stage that does not answer [`Decision::Continue`] decides the
+//! answer; `respond::send` writes it. No stage does I/O, so each is tested
+//! here without a `Session`.
+
+use std::sync::Arc;
+
+use http::HeaderName;
+use pingora::http::RequestHeader;
+
+use super::ctx::Ctx;
+use super::{framing, headers, redirect, route};
+use crate::config::Target;
+use crate::metrics;
+use crate::state::Snapshot;
+use crate::static_files::Site;
+
+/// The request as the stages see it.
+pub struct Request<'a> {
+    pub head: &'a RequestHeader,
+    /// The head's bytes as received (HTTP/1 only).
+    pub raw: Option<&'a [u8]>,
+}
+
+/// What a stage decided.
+#[derive(Debug)]
+pub enum Decision {
+    /// Go on to the next stage (after the last one: proxy upstream).
+    Continue,
+    /// A JSON error with this status, and these headers.
+    Error {
+        status: u16,
+        headers: Vec<(HeaderName, String)>,
+    },
+    /// A 301 to this location.
+    Redirect(String),
+    /// Serve `path` from a static site.
+    Static { site: Arc<Site>, path: String },
+}
+
+impl Decision {
+    fn error(status: u16) -> Decision {
+        Decision::Error {
+            status,
+            headers: Vec::new(),
+        }
+    }
+}
+
+type Stage = fn(&Request<'_>, &Snapshot, &mut Ctx) -> Decision;
+
+/// The stages in the order they run, with their names.
+pub const STAGES: [(&str, Stage); 8] = [
+    ("framing", framing),
+    ("head size", head_size),
+    ("redirect", redirect),
+    ("host", host),
+    ("route", route),
+    ("rate limits", rate_limits),
+    ("body size", body_size),
+    ("target", target),
+];
+
+/// Runs the stages until one decides.
+pub fn run(req: &Request<'_>, snapshot: &Snapshot, ctx: &mut Ctx) -> Decision {
+    for (_, stage) in STAGES {
+        match stage(req, snapshot, ctx) {
+            Decision::Continue => {}
+            decided => return decided,
+        }
+    }
+    Decision::Continue
+}
+
+/// Ambiguous framing or a target in the wrong form: 400 (and the connection
+/// is closed), so nothing a backend could read differently is forwarded.
+fn framing(req: &Request<'_>, _: &Snapshot, _: &mut Ctx) -> Decision {
+    match framing::framing_problem(req.head, req.raw) {
+        Some(problem) => {
+            log::debug!("refused a request with {problem}");
+            Decision::error(400)
+        }
+        None => Decision::Continue,
+    }
+}
+
+/// A head over `max_header_size`: 431.
+fn head_size(req: &Request<'_>, snapshot: &Snapshot, _: &mut Ctx) -> Decision {
+    if framing::head_size(req.head) > snapshot.config.server.max_header_size {
+        Decision::error(431)
+    } else {
+        Decision::Continue
+    }
+}
+
+/// The plain listener with `redirect_to_https`: 301, or 400 for an unusable Host.
+fn redirect(req: &Request<'_>, snapshot: &Snapshot, ctx: &mut Ctx) -> Decision {
+    let Some(http) = snapshot
+        .config
+        .http
+        .as_ref()
+        .filter(|h| h.redirect_to_https && !ctx.tls)
+    else {
+        return Decision::Continue;
+    };
+    let pq = req.head.uri.path_and_query().map_or("/", |p| p.as_str());
+    match headers::request_host(req.head)
+        .and_then(|h| redirect::https_location(h, http.https_port, pq))
+    {
+        Some(location) => Decision::Redirect(location),
+        None => Decision::error(400),
+    }
+}
+
+/// HTTP/1.1 requires a Host; a malformed one is refused too.
+fn host(req: &Request<'_>, _: &Snapshot, _: &mut Ctx) -> Decision {
+    let ok = match headers::request_host(req.head) {
+        Some(h) => redirect::host_without_port(h).is_some(),
+        None => req.head.version == http::Version::HTTP_10,
+    };
+    if ok {
+        Decision::Continue
+    } else {
+        Decision::error(400)
+    }
+}
+
+/// The route with the longest matching prefix, or 404.
+fn route(req: &Request<'_>, snapshot: &Snapshot, ctx: &mut Ctx) -> Decision {
+    match snapshot.routes.find_index(req.head.uri.path()) {
+        Some(i) => {
+            ctx.route = Some(i);
+            Decision::Continue
+        }
+        None => Decision::error(404),
+    }
+}
+
+/// Every limit of the route must allow the request, else 429 with
+/// `Retry-After`; the most restrictive answer feeds the `RateLimit-*` headers.
+fn rate_limits(req: &Request<'_>, snapshot: &Snapshot, ctx: &mut Ctx) -> Decision {
+    let Some(route) = ctx.route.and_then(|i| snapshot.routes.get(i)) else {
+        return Decision::Continue;
+    };
+    for name in &route.rate_limits {
+        let Some(limiter) = snapshot.limiters.get(name) else {
+            continue;
+        };
+        let key = limiter.key_for(ctx.client_ip, &req.head.headers);
+        let decision = limiter.check(&key);
+        if !decision.allowed {
+            metrics::record_rate_limited(name);
+            let retry_after = decision.reset_secs.to_string();
+            ctx.rate = Some(decision);
+            return Decision::Error {
+                status: 429,
+                headers: vec![(http::header::RETRY_AFTER, retry_after)],
+            };
+        }
+        if ctx
+            .rate
+            .as_ref()
+            .is_none_or(|d| decision.remaining < d.remaining)
+        {
+            ctx.rate = Some(decision);
+        }
+    }
+    Decision::Continue
+}
+
+/// A declared body over the route's `max_body_size`: 413 (a chunked body is
+/// counted as it streams, in `request_body_filter`).
+fn body_size(req: &Request<'_>, _: &Snapshot, ctx: &mut Ctx) -> Decision {
+    let max = ctx.route().map_or(u64::MAX, |r| r.max_body_size);
+    ctx.max_body = max;
+    let declared = req
+        .head
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max) {
+        Decision::error(413)
+    } else {
+        Decision::Continue
+    }
+}
+
+/// A static route is served here; an upstream route goes on to the pool
+/// (503 at once when no server of it is healthy).
+fn target(req: &Request<'_>, snapshot: &Snapshot, ctx: &mut Ctx) -> Decision {
+    let Some(route) = ctx.route.and_then(|i| snapshot.routes.get(i)) else {
+        return Decision::Continue;
+    };
+    match &route.target {
+        Target::Static(name) => match snapshot.sites.get(name) {
+            Some(site) => {
+                let path = req.head.uri.path();
+                let path = if route.strip_prefix {
+                    route::upstream_path(route, path)
+                } else {
+                    path.to_string()
+                };
+                Decision::Static {
+                    site: site.clone(),
+                    path,
+                }
+            }
+            None => Decision::error(404),
+        },
+        Target::Upstream(name) => {
+            let pool = snapshot.pools.get(name).cloned();
+            if !pool.as_ref().is_some_and(|p| p.any_healthy()) {
+                return Decision::error(503);
+            }
+            ctx.pool = pool;
+            Decision::Continue
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snapshot(extra: &str) -> Arc<Snapshot> {
+        let dir = std::env::temp_dir();
+        let text = format!(
+            r#"
+[http]
+listen = ["127.0.0.1:1"]
+redirect_to_https = false
+[[route]]
+prefix = "/api/"
+upstream = "api"
+strip_prefix = true
+rate_limit = "one"
+max_body_size = "10"
+[upstream.api]
+servers = ["127.0.0.1:2"]
+[rate_limit.one]
+rate = 1
+burst = 1
+{extra}
+"#
+        );
+        let config = crate::config::parse(&text, None, &dir).expect("valid config");
+        Arc::new(Snapshot::build(config, None))
+    }
+
+    fn head(line: &str, headers: &[(&str, &str)]) -> RequestHeader {
+        let (method, path) = line.split_once(' ').unwrap_or(("GET", "/"));
+        let mut h = RequestHeader::build(method, path.as_bytes(), None).unwrap();
+        for (k, v) in headers {
+            h.insert_header(k.to_string(), *v).unwrap();
+        }
+        h
+    }
+
+    /// Runs the stages as `request_filter` does: the context holds the snapshot.
+    fn decide(
+        snapshot: &Arc<Snapshot>,
+        head: &RequestHeader,
+        raw: Option<&[u8]>,
+    ) -> (Decision, Ctx) {
+        let mut ctx = Ctx::new();
+        ctx.snapshot = Some(snapshot.clone());
+        let d = run(&Request { head, raw }, snapshot, &mut ctx);
+        (d, ctx)
+    }
+
+    fn status(d: &Decision) -> Option<u16> {
+        match d {
+            Decision::Error { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn a_good_api_request_goes_upstream_with_its_route() {
+        let snap = snapshot("");
+        let h = head("GET /api/x", &[("host", "a")]);
+        let (d, ctx) = decide(&snap, &h, None);
+        assert!(matches!(d, Decision::Continue), "{d:?}");
+        assert_eq!(ctx.route().map(|r| r.prefix.as_str()), Some("/api/"));
+        assert!(ctx.pool.is_some());
+        assert_eq!(ctx.max_body, 10);
+        assert_eq!(ctx.rate.as_ref().map(|r| r.remaining), Some(0));
+    }
+
+    #[test]
+    fn each_stage_answers_its_own_refusal() {
+        let snap = snapshot("");
+        let host = [("host", "a")];
+        let huge = "h".repeat(40 * 1024);
+        type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, Option<&'a [u8]>, u16);
+        let cases: [Case; 5] = [
+            (
+                "GET /api/x",
+                host.to_vec(),
+                Some(b"GET /api/x HTTP/1.1\nHost: a\r\n\r\n"),
+                400,
+            ),
+            ("GET /api/x", vec![("host", "a b")], None, 400),
+            ("GET /nothing", host.to_vec(), None, 404),
+            (
+                "POST /api/x",
+                vec![("host", "a"), ("content-length", "11")],
+                None,
+                413,
+            ),
+            ("GET /api/x", vec![("host", huge.as_str())], None, 431),
+        ];
+        for (line, hs, raw, expected) in cases {
+            let h = head(line, &hs);
+            let (d, _) = decide(&snap, &h, raw);
+            assert_eq!(status(&d), Some(expected), "{line} {hs:?}");
+        }
+    }
+
+    #[test]
+    fn the_second_request_over_the_limit_gets_429_with_retry_after() {
+        let snap = snapshot("");
+        let h = head("GET /api/x", &[("host", "a")]);
+        let _ = decide(&snap, &h, None);
+        let (d, ctx) = decide(&snap, &h, None);
+        match d {
+            Decision::Error { status, headers } => {
+                assert_eq!(status, 429);
+                assert_eq!(headers[0].0, http::header::RETRY_AFTER);
+                assert_eq!(headers[0].1, "1");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(ctx.pool.is_none(), "a refused request picks no pool");
+    }
+
+    #[test]
+    fn plain_requests_are_redirected_when_asked() {
+        let snap = snapshot("");
+        let mut config = (*snap.config).clone();
+        if let Some(http) = config.http.as_mut() {
+            http.redirect_to_https = true;
+            http.https_port = 8443;
+        }
+        let snap = Arc::new(Snapshot::build(config, None));
+        let h = head("GET /x?y=1", &[("host", "example.com:8080")]);
+        let (d, _) = decide(&snap, &h, None);
+        match d {
+            Decision::Redirect(location) => assert_eq!(location, "https://example.com:8443/x?y=1"),
+            other => panic!("{other:?}"),
+        }
+    }
+}
