@@ -19,7 +19,7 @@ use crate::config::AccessLog;
 use crate::metrics;
 
 /// Lines queued for the writer before new ones are dropped.
-pub const QUEUE_LINES: usize = 16 * 1024;
+pub(crate) const QUEUE_LINES: usize = 16 * 1024;
 /// Bytes the writer gathers before a write to the sink.
 const WRITE_BUFFER: usize = 64 * 1024;
 /// Longest wait (when idle) between SIGUSR1 and reopening the file.
@@ -32,7 +32,7 @@ static PENDING: AtomicUsize = AtomicUsize::new(0);
 
 /// One access log line. Every field is always present (`null` when unknown).
 #[derive(Serialize)]
-pub struct Entry<'a> {
+pub(crate) struct Entry<'a> {
     /// RFC 3339, UTC, milliseconds.
     pub time: String,
     pub client_ip: Option<String>,
@@ -63,7 +63,7 @@ pub struct Entry<'a> {
 }
 
 /// Starts the writer thread for `target`. Call once; later calls are ignored.
-pub fn init(target: &AccessLog) -> std::io::Result<()> {
+pub(crate) fn init(target: &AccessLog) -> std::io::Result<()> {
     let open: Box<dyn FnMut() -> std::io::Result<Box<dyn Write + Send>> + Send> = match target {
         AccessLog::Off => return Ok(()),
         AccessLog::Stdout => Box::new(|| Ok(Box::new(std::io::stdout()) as Box<dyn Write + Send>)),
@@ -92,7 +92,7 @@ fn open_file(path: &PathBuf) -> std::io::Result<std::fs::File> {
 }
 
 /// Waits (up to `limit`) until every queued line is written and flushed.
-pub fn flush(limit: Duration) {
+pub(crate) fn flush(limit: Duration) {
     let start = std::time::Instant::now();
     while PENDING.load(Ordering::Relaxed) > 0 && start.elapsed() < limit {
         std::thread::sleep(Duration::from_millis(5));
@@ -100,7 +100,7 @@ pub fn flush(limit: Duration) {
 }
 
 /// Asks the writer to reopen its file (after log rotation).
-pub fn reopen() {
+pub(crate) fn reopen() {
     REOPEN.store(true, Ordering::Relaxed);
 }
 
@@ -168,12 +168,12 @@ fn writer(
 }
 
 /// Whether lines are written at all (`access_log` is not `off`).
-pub fn enabled() -> bool {
+pub(crate) fn enabled() -> bool {
     SINK.get().is_some()
 }
 
 /// Formats and queues one line.
-pub fn write(entry: &Entry<'_>) {
+pub(crate) fn write(entry: &Entry<'_>) {
     if let Some(sink) = SINK.get() {
         queue(sink, entry);
     }
@@ -181,7 +181,7 @@ pub fn write(entry: &Entry<'_>) {
 
 /// Formats and queues the line for a request whose head could not be parsed
 /// (answered 400 before any route or config snapshot was involved).
-pub fn record_unparsed(
+pub(crate) fn record_unparsed(
     client_ip: Option<std::net::IpAddr>,
     tls_version: Option<&str>,
     request_id: &str,
@@ -237,7 +237,7 @@ fn enqueue(sink: &SyncSender<String>, line: String) -> bool {
 }
 
 /// The usual spelling of a TLS version (rustls names them `TLSv1_3`).
-pub fn tls_version_name(version: &str) -> &str {
+pub(crate) fn tls_version_name(version: &str) -> &str {
     match version {
         "TLSv1_3" => "TLSv1.3",
         "TLSv1_2" => "TLSv1.2",
@@ -248,7 +248,7 @@ pub fn tls_version_name(version: &str) -> &str {
 /// A short reason: the explanation Gatehouse gave for its own status errors
 /// (`no healthy upstream server left to try`), else the error type
 /// (`ConnectRefused`, `ReadTimeout`, ...).
-pub fn error_text(e: &pingora::Error) -> String {
+pub(crate) fn error_text(e: &pingora::Error) -> String {
     match (&e.etype, &e.context) {
         (pingora::ErrorType::HTTPStatus(_), Some(context)) => context.as_str().to_string(),
         (etype, _) => etype.as_str().to_string(),

@@ -3,19 +3,13 @@
 //! It is a separate Pingora service on its own address (loopback by default),
 //! so admin paths can never be reached through the public listeners.
 
-use std::sync::Arc;
-
 use async_trait::async_trait;
 use http::Response;
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 
-use crate::state::State;
-
 /// Serves the admin endpoints.
-pub struct AdminApp {
-    pub state: Arc<State>,
-}
+pub(crate) struct AdminApp;
 
 fn text(status: u16, content_type: &str, body: impl Into<Vec<u8>>) -> Response<Vec<u8>> {
     let body = body.into();

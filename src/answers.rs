@@ -8,7 +8,7 @@
 use bytes::Bytes;
 
 /// The `error` field of a JSON error for a status.
-pub fn error_name(status: u16) -> &'static str {
+pub(crate) fn error_name(status: u16) -> &'static str {
     match status {
         400 => "bad_request",
         403 => "forbidden",
@@ -35,7 +35,7 @@ pub fn error_name(status: u16) -> &'static str {
 /// `{"error":"rate_limited","request_id":"...","status":429}`; without
 /// `request_id` when there is none (a static site's own answer, before the
 /// proxy adds the request's id).
-pub fn error_body(status: u16, request_id: Option<&str>) -> Bytes {
+pub(crate) fn error_body(status: u16, request_id: Option<&str>) -> Bytes {
     let body = match request_id {
         Some(id) => serde_json::json!({
             "error": error_name(status),
@@ -51,7 +51,7 @@ pub fn error_body(status: u16, request_id: Option<&str>) -> Bytes {
 }
 
 /// The body of a 301.
-pub const REDIRECT_BODY: &[u8] = b"Moved Permanently\n";
+pub(crate) const REDIRECT_BODY: &[u8] = b"Moved Permanently\n";
 
 #[cfg(test)]
 mod tests {

@@ -19,7 +19,7 @@ use crate::pool::{Backend, Pool};
 use crate::state::State;
 
 /// How often idle rate-limit keys are evicted.
-pub const JANITOR_INTERVAL: Duration = Duration::from_secs(10);
+pub(crate) const JANITOR_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Checks every server of `pool` forever, every `interval`.
 async fn watch_pool(pool: Arc<Pool>, hc: HealthCheck, state: Arc<State>) {
@@ -49,7 +49,7 @@ async fn watch_pool(pool: Arc<Pool>, hc: HealthCheck, state: Arc<State>) {
 }
 
 /// Runs the health checks of the current config, restarting them on reload.
-pub struct HealthService {
+pub(crate) struct HealthService {
     pub state: Arc<State>,
 }
 
@@ -136,7 +136,7 @@ fn on_health_change(
 }
 
 /// Periodically evicts idle keys from the current limiters.
-pub struct LimiterJanitor {
+pub(crate) struct LimiterJanitor {
     pub state: Arc<State>,
 }
 

@@ -36,19 +36,19 @@ pub mod cli;
 /// The config file: serde types, the validated model, located errors.
 pub mod config;
 /// Reloading the config into a new snapshot; `watch_config`.
-pub mod reload;
+pub(crate) mod reload;
 /// The live config snapshot behind `ArcSwap`.
-pub mod state;
+pub(crate) mod state;
 /// Builds and runs the Pingora server: listeners and services.
-pub mod server;
+pub(crate) mod server;
 /// Signals, drain, pid file, upgrade hand-over.
-pub mod lifecycle;
+pub(crate) mod lifecycle;
 /// Per-connection limits before HTTP: per-IP cap, request-head deadline, pre-TLS check.
-pub mod connection;
+pub(crate) mod connection;
 /// Certificates, SNI selection, self-signed generation.
 pub mod tls;
 /// The bodies of every answer Gatehouse writes itself (JSON errors, redirects).
-pub mod answers;
+pub(crate) mod answers;
 /// The `ProxyHttp` implementation: the request's stages, upstream, answers.
 pub mod proxy;
 /// Keyed GCRA rate limiters.
@@ -58,12 +58,12 @@ pub mod static_files;
 /// Upstream pools: balancing and health checks.
 pub mod pool;
 /// Background services over the live state: health checks, limiter janitor.
-pub mod background;
+pub(crate) mod background;
 /// Prometheus metrics.
-pub mod metrics;
+pub(crate) mod metrics;
 /// The JSON access log.
-pub mod access_log;
+pub(crate) mod access_log;
 /// The operational log: client events demoted and counted, floods held back.
 pub mod logging;
 /// The admin listener: `/metrics`, `/healthz`, `/readyz`.
-pub mod admin;
+pub(crate) mod admin;

@@ -12,12 +12,12 @@ use prometheus::{
 };
 
 /// Histogram buckets for an edge proxy, in seconds: 0.5 ms to 30 s.
-pub const LATENCY_BUCKETS: &[f64] = &[
+pub(crate) const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
 /// All of Gatehouse's metrics.
-pub struct Metrics {
+pub(crate) struct Metrics {
     pub registry: Registry,
     pub requests: IntCounterVec,
     pub request_duration: HistogramVec,
@@ -133,12 +133,12 @@ static METRICS: LazyLock<Option<Metrics>> = LazyLock::new(|| match build() {
 });
 
 /// The metrics, when the registry could be built (it always can with these names).
-pub fn get() -> Option<&'static Metrics> {
+pub(crate) fn get() -> Option<&'static Metrics> {
     METRICS.as_ref()
 }
 
 /// A bounded `method` label.
-pub fn method_label(method: &http::Method) -> &'static str {
+pub(crate) fn method_label(method: &http::Method) -> &'static str {
     match *method {
         http::Method::GET => "GET",
         http::Method::HEAD => "HEAD",
@@ -154,7 +154,7 @@ pub fn method_label(method: &http::Method) -> &'static str {
 }
 
 /// Sets the health gauge of one server.
-pub fn set_backend_health(upstream: &str, server: &str, healthy: bool) {
+pub(crate) fn set_backend_health(upstream: &str, server: &str, healthy: bool) {
     if let Some(m) = get() {
         m.upstream_healthy
             .with_label_values(&[upstream, server])
@@ -163,14 +163,14 @@ pub fn set_backend_health(upstream: &str, server: &str, healthy: bool) {
 }
 
 /// Drops the health gauge of a server a reload removed.
-pub fn remove_backend(upstream: &str, server: &str) {
+pub(crate) fn remove_backend(upstream: &str, server: &str) {
     if let Some(m) = get() {
         let _ = m.upstream_healthy.remove_label_values(&[upstream, server]);
     }
 }
 
 /// Counts a reload (SIGHUP, `gatehouse reload`, `watch_config`).
-pub fn record_reload(ok: bool) {
+pub(crate) fn record_reload(ok: bool) {
     if let Some(m) = get() {
         m.config_reloads
             .with_label_values(&[if ok { "ok" } else { "error" }])
@@ -183,14 +183,14 @@ pub fn record_reload(ok: bool) {
 
 /// Marks the config loaded at start-up: sets the last-success time without
 /// counting a reload.
-pub fn record_startup_load() {
+pub(crate) fn record_startup_load() {
     if let Some(m) = get() {
         m.last_reload_success.set(unix_now());
     }
 }
 
 /// Counts one answered request: `gatehouse_requests_total` and the duration.
-pub fn record_request(route: &str, method: &str, status: u16, elapsed: std::time::Duration) {
+pub(crate) fn record_request(route: &str, method: &str, status: u16, elapsed: std::time::Duration) {
     if let Some(m) = get() {
         m.requests
             .with_label_values(&[route, method, status_label(status)])
@@ -202,7 +202,7 @@ pub fn record_request(route: &str, method: &str, status: u16, elapsed: std::time
 }
 
 /// A `status` label without an allocation per request.
-pub fn status_label(status: u16) -> &'static str {
+pub(crate) fn status_label(status: u16) -> &'static str {
     static LABELS: LazyLock<Vec<String>> =
         LazyLock::new(|| (0..600).map(|n: u16| n.to_string()).collect());
     LABELS
@@ -211,7 +211,7 @@ pub fn status_label(status: u16) -> &'static str {
 }
 
 /// Counts a request refused by a limit.
-pub fn record_rate_limited(limit: &str) {
+pub(crate) fn record_rate_limited(limit: &str) {
     if let Some(m) = get() {
         m.rate_limited.with_label_values(&[limit]).inc();
     }
@@ -225,7 +225,7 @@ fn unix_now() -> f64 {
 }
 
 /// The Prometheus text exposition of every metric.
-pub fn render() -> String {
+pub(crate) fn render() -> String {
     let Some(m) = get() else { return String::new() };
     let mut out = Vec::new();
     if TextEncoder::new()

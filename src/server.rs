@@ -37,11 +37,11 @@ const PINGORA_MAX_RETRIES: usize = 101;
 const RUNTIME_SHUTDOWN_SECONDS: u64 = 5;
 
 /// Read buffer of a client connection (bytes).
-pub const CLIENT_READ_BUFFER: usize = 4 * 1024;
+pub(crate) const CLIENT_READ_BUFFER: usize = 4 * 1024;
 
 /// Why the server could not be started.
 #[derive(Debug, thiserror::Error)]
-pub enum StartError {
+pub(crate) enum StartError {
     #[error("TLS")]
     Tls(#[from] crate::tls::TlsError),
     #[error("cannot open the access log")]
@@ -68,7 +68,7 @@ fn server_conf(config: &Config) -> ServerConf {
 }
 
 /// Builds every service; nothing is bound until [`Server::run`].
-pub fn build(
+pub(crate) fn build(
     config: Config,
     config_path: &Path,
     upgrade: bool,
@@ -132,12 +132,7 @@ pub fn build(
     server.add_service(proxy);
 
     if let Some(addr) = admin {
-        let mut admin_service = Service::new(
-            "admin".to_string(),
-            AdminApp {
-                state: state.clone(),
-            },
-        );
+        let mut admin_service = Service::new("admin".to_string(), AdminApp);
         admin_service.add_tcp(&addr.to_string());
         server.add_service(admin_service);
     }
@@ -172,7 +167,7 @@ pub fn build(
 
 /// Binds (or, with `-u`, takes the sockets over) and serves until a shutdown
 /// signal; returns when the server stopped.
-pub fn run(mut server: Server, state: Arc<State>, drain_delay: Duration) {
+pub(crate) fn run(mut server: Server, state: Arc<State>, drain_delay: Duration) {
     // With `-u` this waits for the old instance to send its sockets.
     server.bootstrap();
     let pid_file = state.current().config.server.pid_file.clone();

@@ -32,7 +32,7 @@ pub(super) struct Outcome {
 
 impl Outcome {
     /// Whether a problem at `path` follows from a problem already reported.
-    pub fn covers(&self, path: &KeyPath) -> bool {
+    pub(super) fn covers(&self, path: &KeyPath) -> bool {
         covered(&self.patched, path)
     }
 }

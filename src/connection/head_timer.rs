@@ -82,7 +82,7 @@ impl HeadTimer {
 }
 
 /// A stream that carries its connection slot and enforces the head deadline.
-pub struct GuardedIo {
+pub(crate) struct GuardedIo {
     pub(crate) inner: Stream,
     pub(crate) _slot: Option<IpSlot>,
     pub(crate) head: Option<HeadTimer>,

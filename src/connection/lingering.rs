@@ -15,13 +15,13 @@ use crate::lifecycle::drain::DRAIN_POLL;
 /// After the listeners close, how long an idle HTTP/1.1 keep-alive connection
 /// stays open so that a request already on its way is answered (with
 /// `Connection: close`) rather than cut off.
-pub const IDLE_LINGER: Duration = Duration::from_secs(1);
+pub(crate) const IDLE_LINGER: Duration = Duration::from_secs(1);
 
 /// Client connections open on the proxy listeners, process-wide.
 static OPEN_CONNECTIONS: AtomicUsize = AtomicUsize::new(0);
 
 /// Client connections open now.
-pub fn open_connections() -> usize {
+pub(crate) fn open_connections() -> usize {
     OPEN_CONNECTIONS.load(Ordering::Relaxed)
 }
 
@@ -34,12 +34,12 @@ pub fn open_connections() -> usize {
 /// [`IDLE_LINGER`] lets those requests in: Pingora answers every request read
 /// after shutdown began with `Connection: close`, so each busy connection ends
 /// cleanly after one more answer. It also counts open connections.
-pub struct Lingering<A> {
+pub(crate) struct Lingering<A> {
     app: Arc<A>,
 }
 
 impl<A> Lingering<A> {
-    pub fn new(app: A) -> Self {
+    pub(crate) fn new(app: A) -> Self {
         Lingering { app: Arc::new(app) }
     }
 }

@@ -17,8 +17,8 @@ mod head_timer;
 mod lingering;
 mod per_ip;
 
-pub use head_timer::GuardedIo;
-pub use lingering::{open_connections, Lingering, IDLE_LINGER};
+pub(crate) use head_timer::GuardedIo;
+pub(crate) use lingering::{open_connections, Lingering};
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -61,14 +61,14 @@ fn peer_ip<S: GetSocketDigest + ?Sized>(stream: &S) -> Option<IpAddr> {
 }
 
 /// The proxy application with per-connection limits in front.
-pub struct Guarded<A> {
+pub(crate) struct Guarded<A> {
     app: Arc<A>,
     state: Arc<State>,
     per_ip: Arc<PerIp>,
 }
 
 impl<A> Guarded<A> {
-    pub fn new(app: A, state: Arc<State>) -> Self {
+    pub(crate) fn new(app: A, state: Arc<State>) -> Self {
         Guarded {
             app: Arc::new(app),
             state,
@@ -77,7 +77,7 @@ impl<A> Guarded<A> {
     }
 
     /// The check to run on TLS connections before their handshake.
-    pub fn pre_tls(&self) -> Arc<PreTls> {
+    pub(crate) fn pre_tls(&self) -> Arc<PreTls> {
         Arc::new(PreTls {
             state: self.state.clone(),
             per_ip: self.per_ip.clone(),
@@ -90,7 +90,7 @@ impl<A> Guarded<A> {
 /// within `header_timeout` is closed. (A client that starts a handshake and
 /// stalls is bounded by Pingora's fixed 60 s handshake timeout; connections
 /// count against the cap once their handshake is done.)
-pub struct PreTls {
+pub(crate) struct PreTls {
     state: Arc<State>,
     per_ip: Arc<PerIp>,
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use super::pid_file;
 
 /// How long no request must be in flight before a draining process exits.
-pub const DRAIN_QUIET: Duration = Duration::from_millis(300);
+pub(crate) const DRAIN_QUIET: Duration = Duration::from_millis(300);
 /// How long a fast exit waits for the access log to be written.
 const FAST_EXIT_FLUSH: Duration = Duration::from_millis(200);
 /// How often the drain watcher looks.
@@ -22,25 +22,25 @@ static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
 
 /// From now on `/readyz` answers 503 and each HTTP/1.1 answer closes its
 /// connection.
-pub fn set_draining() {
+pub(crate) fn set_draining() {
     DRAINING.store(true, Ordering::Relaxed);
 }
 
-pub fn is_draining() -> bool {
+pub(crate) fn is_draining() -> bool {
     DRAINING.load(Ordering::Relaxed)
 }
 
 /// Requests being handled right now, process-wide.
-pub fn requests_in_flight() -> usize {
+pub(crate) fn requests_in_flight() -> usize {
     IN_FLIGHT.load(Ordering::Relaxed)
 }
 
 /// One request in flight, counted until dropped.
 #[derive(Debug)]
-pub struct RequestInFlight(());
+pub(crate) struct RequestInFlight(());
 
 impl RequestInFlight {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         IN_FLIGHT.fetch_add(1, Ordering::Relaxed);
         RequestInFlight(())
     }

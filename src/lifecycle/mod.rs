@@ -22,7 +22,7 @@
 //! on exit only while it still holds this process's pid: after an upgrade it
 //! holds the new instance's.
 
-pub mod drain;
-pub mod pid_file;
-pub mod signals;
-pub mod upgrade;
+pub(crate) mod drain;
+pub(crate) mod pid_file;
+pub(crate) mod signals;
+pub(crate) mod upgrade;

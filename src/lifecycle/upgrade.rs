@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use super::drain::DRAIN_POLL;
 
 /// How long SIGQUIT waits for a new instance (`run -u`) to open `upgrade_sock`.
-pub const UPGRADE_SOCK_WAIT: Duration = Duration::from_secs(5);
+pub(crate) const UPGRADE_SOCK_WAIT: Duration = Duration::from_secs(5);
 
 /// Waits up to `within` for a new instance to listen on the upgrade socket.
 pub(crate) async fn ready(path: &Path, within: Duration) -> bool {

@@ -7,7 +7,7 @@ use pingora::http::RequestHeader;
 
 /// Bytes of the request line and headers as received (approximately: the
 /// request line is rebuilt from the parsed parts).
-pub fn head_size(req: &RequestHeader) -> u64 {
+pub(crate) fn head_size(req: &RequestHeader) -> u64 {
     let target = req.uri.path_and_query().map_or(1, |p| p.as_str().len())
         + req.uri.authority().map_or(0, |a| a.as_str().len());
     let line = req.method.as_str().len() + target + 12;
@@ -25,7 +25,7 @@ pub fn head_size(req: &RequestHeader) -> u64 {
 /// differently: it drops `Content-Length` when `Transfer-Encoding` is also
 /// present, and accepts lines ended by a bare LF. Both are refused here, from
 /// the raw head bytes, as Nginx refuses them.
-pub fn framing_problem(req: &RequestHeader, raw: Option<&[u8]>) -> Option<&'static str> {
+pub(crate) fn framing_problem(req: &RequestHeader, raw: Option<&[u8]>) -> Option<&'static str> {
     let mut lengths = req.headers.get_all(http::header::CONTENT_LENGTH).iter();
     if let Some(length) = lengths.next() {
         if lengths.next().is_some() {
@@ -104,7 +104,7 @@ fn raw_framing_problem(raw: &[u8]) -> Option<&'static str> {
 
 /// Drops an `Upgrade: h2c` offer (with `HTTP2-Settings` and `Connection`):
 /// the request is then served as the HTTP/1.1 request it also is.
-pub fn strip_h2c_upgrade(req: &mut RequestHeader) {
+pub(crate) fn strip_h2c_upgrade(req: &mut RequestHeader) {
     let h2c = req
         .headers
         .get(http::header::UPGRADE)

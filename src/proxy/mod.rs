@@ -14,16 +14,16 @@
 //!
 //! Every answer Gatehouse writes itself goes through `respond.rs`.
 
-pub mod ctx;
-pub mod framing;
+pub(crate) mod ctx;
+pub(crate) mod framing;
 pub mod headers;
-pub mod observe;
+pub(crate) mod observe;
 pub mod redirect;
-pub mod respond;
+pub(crate) mod respond;
 pub mod route;
-pub mod site;
-pub mod stages;
-pub mod upstream;
+pub(crate) mod site;
+pub(crate) mod stages;
+pub(crate) mod upstream;
 
 use std::sync::Arc;
 use std::time::Instant;

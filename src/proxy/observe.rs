@@ -10,7 +10,7 @@ use crate::config::Target;
 use crate::metrics;
 
 /// Counts the request and writes its access-log line.
-pub fn finish(session: &Session, e: Option<&pingora::Error>, ctx: &Ctx) {
+pub(crate) fn finish(session: &Session, e: Option<&pingora::Error>, ctx: &Ctx) {
     let elapsed = ctx.start.elapsed();
     let route = ctx.route().map_or("none", |r| r.prefix.as_str());
     let method = metrics::method_label(&session.req_header().method);

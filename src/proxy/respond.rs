@@ -16,7 +16,11 @@ use crate::answers::{error_body, REDIRECT_BODY};
 use crate::state::Snapshot;
 
 /// Writes what a stage decided (nothing for [`Decision::Continue`]).
-pub async fn send(session: &mut Session, ctx: &mut Ctx, decision: Decision) -> pingora::Result<()> {
+pub(crate) async fn send(
+    session: &mut Session,
+    ctx: &mut Ctx,
+    decision: Decision,
+) -> pingora::Result<()> {
     match decision {
         Decision::Continue => Ok(()),
         Decision::Error { status, headers } => {
@@ -51,12 +55,16 @@ async fn send_body(
 }
 
 /// Writes a JSON error response.
-pub async fn send_error(session: &mut Session, ctx: &mut Ctx, status: u16) -> pingora::Result<()> {
+pub(crate) async fn send_error(
+    session: &mut Session,
+    ctx: &mut Ctx,
+    status: u16,
+) -> pingora::Result<()> {
     send_error_with(session, ctx, status, &[]).await
 }
 
 /// Writes a JSON error response with extra headers.
-pub async fn send_error_with(
+pub(crate) async fn send_error_with(
     session: &mut Session,
     ctx: &mut Ctx,
     status: u16,
@@ -93,7 +101,7 @@ async fn send_redirect(
 /// bare CR, a NUL, obs-fold, ...): the same JSON 400 with a request id as
 /// every other error, `Connection: close`, one access-log line (route `none`)
 /// and a count in `gatehouse_requests_total`.
-pub async fn send_unparsed_head_error(session: &mut ServerSession, snapshot: &Snapshot) {
+pub(crate) async fn send_unparsed_head_error(session: &mut ServerSession, snapshot: &Snapshot) {
     let start = Instant::now();
     let request_id = headers::request_id(None);
     let tls = session

@@ -8,7 +8,7 @@ use crate::answers::error_body;
 use crate::static_files::{write_reply, ReplyBody, Site};
 
 /// Serves `path` of `site` for the request in `session`.
-pub async fn serve(
+pub(crate) async fn serve(
     session: &mut Session,
     ctx: &mut Ctx,
     site: &Site,

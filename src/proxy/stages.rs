@@ -22,7 +22,7 @@ use crate::state::Snapshot;
 use crate::static_files::Site;
 
 /// The request as the stages see it.
-pub struct Request<'a> {
+pub(crate) struct Request<'a> {
     pub head: &'a RequestHeader,
     /// The head's bytes as received (HTTP/1 only).
     pub raw: Option<&'a [u8]>,
@@ -30,7 +30,7 @@ pub struct Request<'a> {
 
 /// What a stage decided.
 #[derive(Debug)]
-pub enum Decision {
+pub(crate) enum Decision {
     /// Go on to the next stage (after the last one: proxy upstream).
     Continue,
     /// A JSON error with this status, and these headers.
@@ -56,7 +56,7 @@ impl Decision {
 type Stage = fn(&Request<'_>, &Snapshot, &mut Ctx) -> Decision;
 
 /// The stages in the order they run, with their names.
-pub const STAGES: [(&str, Stage); 8] = [
+pub(crate) const STAGES: [(&str, Stage); 8] = [
     ("framing", framing),
     ("head size", head_size),
     ("redirect", redirect),
@@ -68,7 +68,7 @@ pub const STAGES: [(&str, Stage); 8] = [
 ];
 
 /// Runs the stages until one decides.
-pub fn run(req: &Request<'_>, snapshot: &Snapshot, ctx: &mut Ctx) -> Decision {
+pub(crate) fn run(req: &Request<'_>, snapshot: &Snapshot, ctx: &mut Ctx) -> Decision {
     for (_, stage) in STAGES {
         match stage(req, snapshot, ctx) {
             Decision::Continue => {}

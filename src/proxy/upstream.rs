@@ -10,7 +10,7 @@ use crate::config::{HashKey, Upstream};
 use crate::pool::Backend;
 
 /// The peer for one attempt on `backend`, with the pool's timeouts.
-pub fn peer(backend: &Backend, cfg: &Upstream) -> HttpPeer {
+pub(crate) fn peer(backend: &Backend, cfg: &Upstream) -> HttpPeer {
     let mut peer = HttpPeer::new(backend.addr, false, String::new());
     peer.options.connection_timeout = Some(cfg.connect_timeout);
     peer.options.read_timeout = Some(cfg.read_timeout);
@@ -20,7 +20,7 @@ pub fn peer(backend: &Backend, cfg: &Upstream) -> HttpPeer {
 }
 
 /// The bytes `consistent_hash` hashes for this request.
-pub fn hash_key(
+pub(crate) fn hash_key(
     key: &HashKey,
     client_ip: Option<IpAddr>,
     req: &pingora::http::RequestHeader,
@@ -62,7 +62,7 @@ fn cookie<'a>(req: &'a pingora::http::RequestHeader, name: &str) -> Option<&'a [
 /// - 504: a server took the request and did not answer in time.
 ///
 /// 0 means the client is gone and no response can be written.
-pub fn status_for(e: &Error) -> u16 {
+pub(crate) fn status_for(e: &Error) -> u16 {
     match e.etype() {
         ErrorType::HTTPStatus(code) => *code,
         ErrorType::ConnectTimedout

@@ -7,7 +7,7 @@
 //! read ([`State::files_fingerprint`]), so the config watcher ([`watch`]) can
 //! tell a file that changed since from one a reload already saw.
 
-pub mod watch;
+pub(crate) mod watch;
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};

@@ -10,17 +10,17 @@ use pingora::services::background::BackgroundService;
 use crate::state::State;
 
 /// How often `watch_config` looks at the config and certificate files.
-pub const WATCH_POLL: Duration = Duration::from_millis(100);
+pub(crate) const WATCH_POLL: Duration = Duration::from_millis(100);
 /// How long watched files must stay unchanged before the reload starts, so a
 /// file written in several steps is read once it is complete.
-pub const WATCH_DEBOUNCE: Duration = Duration::from_millis(200);
+pub(crate) const WATCH_DEBOUNCE: Duration = Duration::from_millis(200);
 
 /// `server.watch_config`: reloads when the config file or a certificate or key
 /// it names changes (content, not just mtime), once the files have been
 /// stable for [`WATCH_DEBOUNCE`]. Polling works the same for files edited in
 /// place, replaced by rename, or swapped behind a symlink (Kubernetes
 /// ConfigMaps). A change a reload already read (SIGHUP) is not reloaded again.
-pub struct ConfigWatcher {
+pub(crate) struct ConfigWatcher {
     pub state: Arc<State>,
 }
 

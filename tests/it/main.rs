@@ -4,7 +4,9 @@
 //!
 //! Run one capability with `cargo test --test it reload::`.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+// A test binary has no public API: `pub` in the harness means "shared between
+// test modules".
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
 mod common;
 

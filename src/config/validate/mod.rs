@@ -112,7 +112,7 @@ impl Checker<'_> {
 
 /// Validates a parsed file. `base` is the directory relative paths are taken from
 /// (the current directory, as Nginx takes its prefix).
-pub fn validate(f: FileConfig, base: &Path) -> Result<Config, Vec<Problem>> {
+pub(super) fn validate(f: FileConfig, base: &Path) -> Result<Config, Vec<Problem>> {
     let mut c = Checker {
         problems: Vec::new(),
         base,

@@ -1,24 +1,15 @@
-//! TLS: certificates from PEM files, SNI selection, and self-signed generation.
-//!
-//! rustls only speaks TLS 1.2 and 1.3 and only offers forward-secret AEAD
-//! suites, so the protocol floor comes with the library. Certificates are served
-//! by [`SniResolver`], a rustls `ResolvesServerCert` whose certificate set sits
-//! behind an `ArcSwap`: a config reload builds a new [`CertSet`] and swaps it in,
-//! new handshakes see it at once and established connections keep theirs.
+//! Development certificates: self-signed, made with rcgen for the names in
+//! [`SELF_SIGNED_HOSTS`] (or those given to `gatehouse cert`), valid from now
+//! for a year, and regenerated at start when missing, unreadable or near
+//! expiry (`https.self_signed = true`).
 
-use std::collections::HashMap;
-use std::fmt;
-use std::io;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use arc_swap::ArcSwap;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::server::{ClientHello, ResolvesServerCert};
-use rustls::sign::CertifiedKey;
+use rustls::pki_types::CertificateDer;
 
+use super::TlsError;
 use crate::config::HttpsListener;
 
 /// Names a development certificate is made for.
@@ -39,41 +30,6 @@ pub const SELF_SIGNED_RENEW_BEFORE: Duration = Duration::from_secs(7 * 24 * 3600
 /// Bytes of randomness in a generated certificate's serial number (the
 /// CA/Browser Forum asks for at least 8).
 const SERIAL_BYTES: usize = 16;
-
-/// Why a certificate could not be loaded or made.
-#[derive(Debug, thiserror::Error)]
-pub enum TlsError {
-    #[error("cannot read {path}")]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    #[error("{path}: no PEM certificate found")]
-    NoCertificate { path: PathBuf },
-    #[error("{path}: no PEM private key found")]
-    NoKey { path: PathBuf },
-    #[error("{path}: unsupported private key")]
-    BadKey {
-        path: PathBuf,
-        #[source]
-        source: rustls::Error,
-    },
-    #[error("{cert}: the certificate does not match the key in {key}")]
-    Mismatch { cert: PathBuf, key: PathBuf },
-    #[error("cannot generate a self-signed certificate")]
-    Generate(#[from] rcgen::Error),
-    #[error("cannot generate a self-signed certificate: no random bytes for its serial number")]
-    Random,
-    #[error("TLS listener settings")]
-    Settings(#[source] Box<pingora::Error>),
-    #[error("cannot write {path}")]
-    Write {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-}
 
 /// A certificate and key pair in PEM, as generated for development.
 pub struct GeneratedCert {
@@ -215,195 +171,11 @@ fn not_after(cert: &Path) -> Option<SystemTime> {
     SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(secs))
 }
 
-/// Loads a PEM chain and key into a signing-ready pair.
-pub fn load_certified_key(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, TlsError> {
-    let read = |path: &Path| {
-        std::fs::read(path).map_err(|source| TlsError::Read {
-            path: path.to_path_buf(),
-            source,
-        })
-    };
-    let cert_pem = read(cert)?;
-    let chain: Vec<_> = CertificateDer::pem_slice_iter(&cert_pem)
-        .filter_map(Result::ok)
-        .collect();
-    if chain.is_empty() {
-        return Err(TlsError::NoCertificate {
-            path: cert.to_path_buf(),
-        });
-    }
-    warn_if_world_readable(key);
-    let key_pem = read(key)?;
-    let private = PrivateKeyDer::from_pem_slice(&key_pem)
-        .ok()
-        .ok_or_else(|| TlsError::NoKey {
-            path: key.to_path_buf(),
-        })?;
-    let signer = rustls::crypto::ring::sign::any_supported_type(&private).map_err(|source| {
-        TlsError::BadKey {
-            path: key.to_path_buf(),
-            source,
-        }
-    })?;
-    let certified = CertifiedKey::new(chain, signer);
-    if certified.keys_match().is_err() {
-        return Err(TlsError::Mismatch {
-            cert: cert.to_path_buf(),
-            key: key.to_path_buf(),
-        });
-    }
-    Ok(Arc::new(certified))
-}
-
-fn warn_if_world_readable(key: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    if let Ok(meta) = std::fs::metadata(key) {
-        if meta.permissions().mode() & 0o004 != 0 {
-            log::warn!(
-                "private key {} is readable by every user; chmod 600 it",
-                key.display()
-            );
-        }
-    }
-}
-
-/// The certificates of the TLS listener: a default and those chosen by SNI.
-pub struct CertSet {
-    default: Arc<CertifiedKey>,
-    exact: HashMap<String, Arc<CertifiedKey>>,
-    /// Keyed by the suffix after `*.`, e.g. `example.com` for `*.example.com`.
-    wildcard: HashMap<String, Arc<CertifiedKey>>,
-}
-
-impl fmt::Debug for CertSet {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CertSet")
-            .field("exact", &self.exact.keys().collect::<Vec<_>>())
-            .field("wildcard", &self.wildcard.keys().collect::<Vec<_>>())
-            .finish()
-    }
-}
-
-impl CertSet {
-    /// Loads every certificate the `[https]` section names.
-    pub fn load(https: &HttpsListener) -> Result<CertSet, TlsError> {
-        let default = load_certified_key(&https.cert, &https.key)?;
-        let mut exact = HashMap::new();
-        let mut wildcard = HashMap::new();
-        for sni in &https.sni {
-            let ck = load_certified_key(&sni.cert, &sni.key)?;
-            for host in &sni.hosts {
-                match host.strip_prefix("*.") {
-                    Some(suffix) => wildcard.insert(suffix.to_string(), ck.clone()),
-                    None => exact.insert(host.clone(), ck.clone()),
-                };
-            }
-        }
-        Ok(CertSet {
-            default,
-            exact,
-            wildcard,
-        })
-    }
-
-    /// The certificate for a server name: exact match, then a one-label wildcard,
-    /// then the default (also when the client sent no SNI).
-    pub fn pick(&self, server_name: Option<&str>) -> Arc<CertifiedKey> {
-        let Some(name) = server_name else {
-            return self.default.clone();
-        };
-        let name = name.trim_end_matches('.').to_ascii_lowercase();
-        if let Some(ck) = self.exact.get(&name) {
-            return ck.clone();
-        }
-        if let Some((_, parent)) = name.split_once('.') {
-            if let Some(ck) = self.wildcard.get(parent) {
-                return ck.clone();
-            }
-        }
-        self.default.clone()
-    }
-}
-
-/// rustls certificate resolver over a swappable [`CertSet`].
-#[derive(Debug)]
-pub struct SniResolver {
-    certs: ArcSwap<CertSet>,
-}
-
-impl SniResolver {
-    pub fn new(certs: CertSet) -> Self {
-        SniResolver {
-            certs: ArcSwap::from_pointee(certs),
-        }
-    }
-
-    /// Serves `certs` to every handshake from now on.
-    pub fn replace(&self, certs: CertSet) {
-        self.certs.store(Arc::new(certs));
-    }
-}
-
-impl ResolvesServerCert for SniResolver {
-    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.certs.load().pick(hello.server_name()))
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use super::super::load_certified_key;
+
     use super::*;
-
-    fn pair(dir: &Path, name: &str, hosts: &[&str]) -> (PathBuf, PathBuf) {
-        let hosts: Vec<String> = hosts.iter().map(|h| h.to_string()).collect();
-        let g = generate_self_signed(&hosts).unwrap();
-        let cert = dir.join(format!("{name}.crt"));
-        let key = dir.join(format!("{name}.key"));
-        write_cert_pair(&g, &cert, &key).unwrap();
-        (cert, key)
-    }
-
-    #[test]
-    fn sni_picks_exact_then_wildcard_then_default() {
-        let dir = tempfile::tempdir().unwrap();
-        let (dc, dk) = pair(dir.path(), "default", &["localhost"]);
-        let (ac, ak) = pair(dir.path(), "api", &["api.example.com"]);
-        let (wc, wk) = pair(dir.path(), "wild", &["*.example.com"]);
-        let https = HttpsListener {
-            listen: vec![],
-            cert: dc,
-            key: dk,
-            self_signed: false,
-            http2: true,
-            hsts: None,
-            sni: vec![
-                crate::config::SniCert {
-                    hosts: vec!["*.example.com".into()],
-                    cert: wc,
-                    key: wk,
-                },
-                crate::config::SniCert {
-                    hosts: vec!["api.example.com".into()],
-                    cert: ac,
-                    key: ak,
-                },
-            ],
-        };
-        let set = CertSet::load(&https).unwrap();
-        let der = |ck: Arc<CertifiedKey>| ck.cert[0].as_ref().to_vec();
-        let default = der(set.pick(None));
-        let api = der(set.pick(Some("API.example.com")));
-        let wild = der(set.pick(Some("www.example.com")));
-        assert_ne!(api, default);
-        assert_ne!(wild, default);
-        assert_ne!(api, wild);
-        assert_eq!(
-            der(set.pick(Some("a.b.example.com"))),
-            default,
-            "wildcards cover one label"
-        );
-        assert_eq!(der(set.pick(Some("example.com"))), default);
-    }
 
     fn unix_secs(t: SystemTime) -> i64 {
         t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs() as i64
@@ -518,26 +290,5 @@ mod tests {
         let before = std::fs::read(&https.cert).unwrap();
         assert!(!ensure_default_cert(&https).unwrap());
         assert_eq!(std::fs::read(&https.cert).unwrap(), before);
-    }
-
-    #[test]
-    fn key_file_is_private_and_mismatch_is_caught() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().unwrap();
-        let (c1, k1) = pair(dir.path(), "one", &["a.test"]);
-        let (_c2, k2) = pair(dir.path(), "two", &["b.test"]);
-        assert_eq!(
-            std::fs::metadata(&k1).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
-        assert!(load_certified_key(&c1, &k1).is_ok());
-        assert!(matches!(
-            load_certified_key(&c1, &k2),
-            Err(TlsError::Mismatch { .. })
-        ));
-        assert!(matches!(
-            load_certified_key(&k1, &k1),
-            Err(TlsError::NoCertificate { .. })
-        ));
     }
 }
