@@ -24,29 +24,16 @@ pid_file = "{dir}/gatehouse.pid"
 upgrade_sock = "{dir}/upgrade.sock"
 "#;
 
-const ROUTES: &str = r#"
-[[route]]
-prefix = "/api/"
-upstream = "api"
-strip_prefix = true
-
-[[route]]
-prefix = "/"
-static = "site"
-
-[static.site]
-root = "site"
-
-[upstream.api]
-servers = ["{api}"]
-read_timeout = "10s"
-"#;
+/// The pool's server may take 10 s to answer.
+const SLOW_API: &str = "read_timeout = \"10s\"\n";
 
 async fn start(api: &Backend, drain_delay: &str) -> Gatehouse {
     let gh = Gatehouse::builder(SERVER)
         .append(common::HTTPS)
         .append(common::ADMIN)
-        .append(ROUTES)
+        .append(common::SITE)
+        .append(common::API)
+        .append(SLOW_API)
         .var("drain_delay", drain_delay)
         .backend("api", api)
         .file("site/index.html", "<!doctype html><p>home</p>")

@@ -4,6 +4,7 @@
 //! that close keep-alive connections under Gatehouse's feet.
 
 use crate::common;
+use common::FAST_HEALTH;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
@@ -14,16 +15,6 @@ use common::{eventually, Backend, Gatehouse};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{JoinHandle, JoinSet};
-
-/// Health checks every 200 ms, 2 failures out, 2 passes back.
-const FAST_HEALTH: &str = r#"
-[upstream.api.health]
-path = "/health"
-interval = "200ms"
-timeout = "200ms"
-healthy_threshold = 2
-unhealthy_threshold = 2
-"#;
 
 /// The plain listener with `/api/` (prefix stripped) to `servers`; `extra`
 /// goes into `[upstream.api]` (keys first, then subtables).

@@ -14,19 +14,9 @@ use tokio_rustls::client::TlsStream;
 
 type Tls = TlsStream<TcpStream>;
 
-const ROUTES: &str = r#"
-[[route]]
-prefix = "/api/"
-upstream = "api"
-strip_prefix = true
-
-[upstream.api]
-servers = ["{api}"]
-"#;
-
 async fn start(api: &Backend) -> Gatehouse {
     Gatehouse::builder(common::HTTPS)
-        .append(ROUTES)
+        .append(common::API)
         .backend("api", api)
         .start()
         .await

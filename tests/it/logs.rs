@@ -22,16 +22,6 @@ pid_file = "{dir}/gatehouse.pid"
 upgrade_sock = "{dir}/upgrade.sock"
 "#;
 
-const ROUTES: &str = r#"
-[[route]]
-prefix = "/api/"
-upstream = "api"
-strip_prefix = true
-
-[upstream.api]
-servers = ["{api}"]
-"#;
-
 /// Lines at WARN or ERROR in `log`.
 fn loud_lines(log: &str) -> Vec<&str> {
     log.lines()
@@ -56,7 +46,7 @@ async fn clients_that_hang_up_are_counted_not_logged_as_errors() {
         .append(common::HTTPS)
         .append(common::HTTP_PLAIN)
         .append(common::ADMIN)
-        .append(ROUTES)
+        .append(common::API)
         .backend("api", &api)
         .start()
         .await;

@@ -16,7 +16,7 @@ const WITHIN: Duration = Duration::from_secs(10);
 const PAUSE: Duration = Duration::from_millis(2);
 
 /// Checks every 100 ms; new servers join on their first pass.
-const FAST_HEALTH: &str = r#"
+const JOIN_AT_ONCE_HEALTH: &str = r#"
 [upstream.api.health]
 path = "/health"
 interval = "100ms"
@@ -126,8 +126,8 @@ async fn twenty_reloads_alternating_servers_lose_no_request() {
         Backend::named("b3").await,
     ];
     let server = common::gatehouse::DEFAULT_SERVER;
-    let first = config(server, &[&b[0], &b[1]], "", FAST_HEALTH);
-    let second = config(server, &[&b[1], &b[2]], "", FAST_HEALTH);
+    let first = config(server, &[&b[0], &b[1]], "", JOIN_AT_ONCE_HEALTH);
+    let second = config(server, &[&b[1], &b[2]], "", JOIN_AT_ONCE_HEALTH);
     let gh = start(&first).await;
     let load = Load::start(clients(&gh, 8, 8), &urls(&gh), PAUSE);
     assert!(
@@ -270,7 +270,8 @@ async fn health_state_survives_a_reload() {
     let b = Backend::named("b").await;
     // Out after one failed check; back only after 1000 passes, whereas a
     // server new to the pool joins on its first pass.
-    let health = FAST_HEALTH.replace("\nhealthy_threshold = 1\n", "\nhealthy_threshold = 1000\n");
+    let health =
+        JOIN_AT_ONCE_HEALTH.replace("\nhealthy_threshold = 1\n", "\nhealthy_threshold = 1000\n");
     let server = common::gatehouse::DEFAULT_SERVER;
     let gh = start(&config(server, &[&a, &b], "", &health)).await;
     let load = Load::start(clients(&gh, 2, 2), &[gh.https_url("/api/x")], PAUSE);

@@ -24,17 +24,6 @@ const MAX_LOG_LINES: usize = 200;
 /// Time allowed for set-up steps.
 const WITHIN: Duration = Duration::from_secs(10);
 
-const ROUTES: &str = r#"
-[[route]]
-prefix = "/api/"
-upstream = "api"
-strip_prefix = true
-
-[upstream.api]
-servers = ["{api}"]
-read_timeout = "30s"
-"#;
-
 /// The delay before the signal in trial `i`: spread over 0..300 ms.
 fn moment(i: u64) -> Duration {
     Duration::from_millis((i * 53) % 300)
@@ -45,7 +34,8 @@ async fn start(api: &str, server: &str) -> Gatehouse {
         .append(common::HTTPS)
         .append(common::HTTP_PLAIN)
         .append(common::ADMIN)
-        .append(ROUTES)
+        .append(common::API)
+        .append("read_timeout = \"30s\"\n")
         .var("api", api)
         .start()
         .await;
@@ -173,7 +163,8 @@ async fn sigint_during_a_drain() {
         let gh = Gatehouse::builder(&server)
             .append(common::HTTPS)
             .append(common::ADMIN)
-            .append(ROUTES)
+            .append(common::API)
+            .append("read_timeout = \"30s\"\n")
             .var("api", slow.addr_str())
             .var("delay", delay)
             .start()

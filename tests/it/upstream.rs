@@ -2,20 +2,11 @@
 //! health checks, retries, and the 502/503/504 answers.
 
 use crate::common;
+use common::FAST_HEALTH;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use common::{eventually, Backend, Gatehouse, Mode};
-
-/// Health check settings: 200 ms interval, 2 failures out, 2 passes back.
-const FAST_HEALTH: &str = r#"
-[upstream.api.health]
-path = "/health"
-interval = "200ms"
-timeout = "200ms"
-healthy_threshold = 2
-unhealthy_threshold = 2
-"#;
 
 /// `[[route]] /api/ -> api` (prefix stripped) and `[upstream.api]` with
 /// `servers` and the `extra` lines (keys of `[upstream.api]`, then subtables).

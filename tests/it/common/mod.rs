@@ -77,6 +77,40 @@ redirect_to_https = false
 "#;
 
 /// `[admin]` on `127.0.0.1:{admin_port}`.
+/// `/` to the static site `site` (directory `site/` in the temp dir).
+pub const SITE: &str = r#"
+[[route]]
+prefix = "/"
+static = "site"
+
+[static.site]
+root = "site"
+"#;
+
+/// `/api/` (prefix stripped) to the pool `api` with one server, `{api}` (set
+/// it with `.backend("api", &b)`). `[upstream.api]` is the last table, so
+/// more keys of the pool can be appended.
+pub const API: &str = r#"
+[[route]]
+prefix = "/api/"
+upstream = "api"
+strip_prefix = true
+
+[upstream.api]
+servers = ["{api}"]
+"#;
+
+/// Health checks of the pool `api`: `/health` every 200 ms, two results in a
+/// row to flip.
+pub const FAST_HEALTH: &str = r#"
+[upstream.api.health]
+path = "/health"
+interval = "200ms"
+timeout = "200ms"
+healthy_threshold = 2
+unhealthy_threshold = 2
+"#;
+
 pub const ADMIN: &str = r#"
 [admin]
 listen = "127.0.0.1:{admin_port}"
