@@ -483,7 +483,9 @@ where
         let buffer = session.as_ref().get_retry_buffer();
 
         // retry, send buffer if it exists or body empty
-        if buffer.is_some() || session.as_mut().is_body_empty() {
+        // Gatehouse patch: also when the application read the whole body before
+        // proxying (request buffering): `request_body_filter` then supplies it.
+        if buffer.is_some() || session.as_mut().is_body_empty() || downstream_state.is_done() {
             let send_permit = tx
                 .reserve()
                 .await
