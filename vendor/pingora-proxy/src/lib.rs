@@ -93,7 +93,11 @@ mod proxy_h1;
 mod proxy_h2;
 mod proxy_purge;
 mod proxy_trait;
+mod response_budget;
 pub mod subrequest;
+
+/// Gatehouse patch: response buffering settings (see `ProxyHttp::response_buffering`).
+pub use response_budget::ResponseBuffering;
 
 use subrequest::{BodyMode, Ctx as SubrequestCtx};
 
@@ -605,6 +609,8 @@ pub struct Session {
     upstream_write_pending_time: Duration,
     /// Flag that is set when the shutdown process has begun.
     shutdown_flag: Arc<AtomicBool>,
+    /// Gatehouse patch: the budget of the answer being proxied when it is buffered.
+    response_budget: Option<Arc<response_budget::ResponseBudget>>,
 }
 
 impl Session {
@@ -632,6 +638,7 @@ impl Session {
             downstream_task_seen_upgraded: false,
             upstream_write_pending_time: Duration::ZERO,
             shutdown_flag,
+            response_budget: None,
         }
     }
 

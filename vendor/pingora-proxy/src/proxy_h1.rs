@@ -139,7 +139,18 @@ where
             Err(e) => return (false, false, Some(e)),
         };
 
-        let (tx_upstream, rx_upstream) = mpsc::channel::<HttpTask>(TASK_BUFFER_SIZE);
+        // Gatehouse patch: a buffered answer gets a pipe bounded by bytes, not tasks.
+        let budget = self
+            .inner
+            .response_buffering(session, ctx)
+            .map(crate::response_budget::ResponseBudget::new);
+        let pipe_tasks = if budget.is_some() {
+            crate::response_budget::BUFFERED_PIPE_TASKS
+        } else {
+            TASK_BUFFER_SIZE
+        };
+        session.response_budget = budget.clone();
+        let (tx_upstream, rx_upstream) = mpsc::channel::<HttpTask>(pipe_tasks);
         let (tx_downstream, rx_downstream) = mpsc::channel::<HttpTask>(TASK_BUFFER_SIZE);
 
         session.as_mut().enable_retry_buffering();
@@ -159,7 +170,7 @@ where
                 &mut downstream_custom_message_reader,
                 pipe_state.clone(),
             ),
-            self.proxy_handle_upstream(client_session, tx_upstream, rx_downstream, pipe_state),
+            self.proxy_handle_upstream(client_session, tx_upstream, rx_downstream, pipe_state, budget),
         );
 
         if let Some(custom_session) = session.downstream_session.as_custom_mut() {
@@ -251,6 +262,7 @@ where
         tx: mpsc::Sender<HttpTask>,
         mut rx: mpsc::Receiver<HttpTask>,
         pipe_state: Arc<AtomicU8>,
+        budget: Option<Arc<crate::response_budget::ResponseBudget>>,
     ) -> Result<bool>
     where
         SV: ProxyHttp + Send + Sync,
@@ -278,6 +290,9 @@ where
                                 }
                             }
                             let type_str = task.type_str();
+                            if let Some(budget) = &budget {
+                                budget.reserve(&task).await;
+                            }
                             let result = tx.send(task)
                                 .await.or_err_with(
                                     InternalError,
@@ -385,9 +400,17 @@ where
         let mut tasks = Vec::with_capacity(TASK_BUFFER_SIZE);
         tasks.push(initial_task);
         // tokio::task::unconstrained because now_or_never may yield None when the future is ready
-        while let Some(maybe_task) = tokio::task::unconstrained(rx.recv()).now_or_never() {
+        // Gatehouse patch: a buffered pipe may hold thousands of tasks; take a
+        // batch of the usual size, so what is out of the pipe stays small.
+        while tasks.len() < TASK_BUFFER_SIZE {
+            let Some(maybe_task) = tokio::task::unconstrained(rx.recv()).now_or_never() else {
+                break;
+            };
             debug!("upstream event now: {:?}", maybe_task);
             if let Some(t) = maybe_task {
+                if let Some(budget) = &session.response_budget {
+                    budget.release(&t);
+                }
                 tasks.push(t);
             } else {
                 break; // upstream closed
@@ -645,6 +668,9 @@ where
 
                 task = rx.recv(), if !response_state.upstream_done() && next_upstream_task.is_none() => {
                     debug!("upstream event: {:?}", task);
+                    if let (Some(t), Some(budget)) = (&task, &session.response_budget) {
+                        budget.release(t);
+                    }
                     if let Some(t) = task {
                         let upgraded = session.was_upgraded();
                         let Some(response_done) = self.process_upstream_tasks(
@@ -782,6 +808,9 @@ where
                         // Also poll for upstream tasks - if we get one, cancel the write and handle it.
                         // Only poll if there is no buffered task already waiting to be processed.
                         upstream_task = rx.recv(), if !response_state.upstream_done() && serve_from_cache.is_on() && next_upstream_task.is_none() => {
+                            if let (Some(t), Some(budget)) = (&upstream_task, &session.response_budget) {
+                                budget.release(t);
+                            }
                             if let Some(t) = upstream_task {
                                 // Store this upstream task to be processed next iteration
                                 next_upstream_task = Some(t);

@@ -122,6 +122,18 @@ pub trait ProxyHttp {
         Ok(())
     }
 
+    /// Gatehouse patch: whether the answer to this request is buffered, and how
+    /// much of it may wait in memory for a slow client. Called once per
+    /// attempt, before the request goes upstream. `None` (the default) keeps
+    /// Pingora's small pipe: the server is read at the client's pace.
+    fn response_buffering(
+        &self,
+        _session: &Session,
+        _ctx: &Self::CTX,
+    ) -> Option<crate::ResponseBuffering> {
+        None
+    }
+
     /// Gatehouse patch: called when a downstream request head could not be read,
     /// before any [Session] exists, in place of Pingora's own answer.
     ///
