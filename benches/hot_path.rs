@@ -22,6 +22,8 @@ fn routes() -> RouteTable {
         strip_prefix: true,
         rate_limits: vec![],
         max_body_size: 1 << 20,
+        request_buffering: true,
+        response_buffering: true,
     };
     RouteTable::new(&[
         route("/", Target::Static("site".into())),

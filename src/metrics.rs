@@ -29,6 +29,9 @@ pub(crate) struct Metrics {
     pub last_reload_success: Gauge,
     pub access_log_dropped: IntCounter,
     pub client_disconnects: IntCounterVec,
+    pub request_body_spills: IntCounter,
+    pub request_body_spilled_bytes: IntCounter,
+    pub client_timeouts: IntCounterVec,
 }
 
 fn build() -> Result<Metrics, prometheus::Error> {
@@ -109,6 +112,24 @@ fn build() -> Result<Metrics, prometheus::Error> {
     for phase in crate::logging::ClientPhase::ALL {
         client_disconnects.with_label_values(&[phase.as_str()]);
     }
+    let request_body_spills = IntCounter::new(
+        "gatehouse_request_body_spills_total",
+        "Buffered request bodies that spilled past memory to a temp file.",
+    )?;
+    registry.register(Box::new(request_body_spills.clone()))?;
+    let request_body_spilled_bytes = IntCounter::new(
+        "gatehouse_request_body_spilled_bytes_total",
+        "Bytes of buffered request bodies that spilled to temp files.",
+    )?;
+    registry.register(Box::new(request_body_spilled_bytes.clone()))?;
+    let client_timeouts = counter(
+        "gatehouse_client_timeouts_total",
+        "Requests ended because the client was too slow, by deadline.",
+        &["deadline"],
+    )?;
+    for deadline in ["client_body_timeout", "send_timeout"] {
+        client_timeouts.with_label_values(&[deadline]);
+    }
     Ok(Metrics {
         registry,
         requests,
@@ -121,6 +142,9 @@ fn build() -> Result<Metrics, prometheus::Error> {
         last_reload_success,
         access_log_dropped,
         client_disconnects,
+        request_body_spills,
+        request_body_spilled_bytes,
+        client_timeouts,
     })
 }
 
@@ -208,6 +232,28 @@ pub(crate) fn status_label(status: u16) -> &'static str {
     LABELS
         .get(usize::from(status))
         .map_or("other", String::as_str)
+}
+
+/// Counts a buffered request body that spilled to disk.
+pub(crate) fn record_request_body_spill() {
+    if let Some(m) = get() {
+        m.request_body_spills.inc();
+    }
+}
+
+/// Adds the bytes of a spilled request body.
+pub(crate) fn record_request_body_spilled_bytes(bytes: u64) {
+    if let Some(m) = get() {
+        m.request_body_spilled_bytes.inc_by(bytes);
+    }
+}
+
+/// Counts a request ended by a client deadline (`client_body_timeout`,
+/// `send_timeout`).
+pub(crate) fn record_client_timeout(deadline: &str) {
+    if let Some(m) = get() {
+        m.client_timeouts.with_label_values(&[deadline]).inc();
+    }
 }
 
 /// Counts a request refused by a limit.

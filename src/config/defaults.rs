@@ -48,6 +48,23 @@ pub const DEFAULT_HEALTHY_THRESHOLD: u32 = 2;
 pub const DEFAULT_UNHEALTHY_THRESHOLD: u32 = 2;
 /// `Cache-Control` for static files no rule matches (and for index.html).
 pub const DEFAULT_STATIC_CACHE_CONTROL: &str = "no-cache";
+/// Time allowed for a whole request body (`server.client_body_timeout`).
+pub const DEFAULT_CLIENT_BODY_TIMEOUT: Duration = Duration::from_secs(60);
+/// Time a client may accept no bytes of an answer (`server.send_timeout`).
+pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(60);
+/// Whether upstream routes read the whole request body before choosing a server.
+pub const DEFAULT_REQUEST_BUFFERING: bool = true;
+/// Whether upstream routes read answers at the server's pace.
+pub const DEFAULT_RESPONSE_BUFFERING: bool = true;
+/// Bytes of a buffered request body kept in memory; the rest spills to a
+/// temp file in `server.temp_dir` (so small bodies never touch disk).
+pub const REQUEST_BODY_IN_MEMORY: usize = 64 * 1024;
+/// Bytes of one buffered answer that may wait in memory for a slow client.
+pub const RESPONSE_BUFFER_PER_REQUEST: usize = 32 * 1024 * 1024;
+/// Bytes of all buffered answers of the process together; past it, answers
+/// are read at their clients' pace again.
+pub const RESPONSE_BUFFER_TOTAL: usize = 512 * 1024 * 1024;
+
 /// Certificate chain of `[https]` when `cert` is absent (relative to the
 /// current directory).
 pub const DEFAULT_CERT: &str = "certs/server.crt";

@@ -55,6 +55,12 @@ pub struct ServerSection {
     pub max_connections_per_ip: Option<i64>,
     /// Re-read the config file when it changes.
     pub watch_config: Option<bool>,
+    /// Where buffered request bodies spill past memory.
+    pub temp_dir: Option<String>,
+    /// Time allowed for a whole request body; 408 after it.
+    pub client_body_timeout: Option<String>,
+    /// Time a client may accept no bytes of an answer before it is cut.
+    pub send_timeout: Option<String>,
 }
 
 /// `[http]`: the plain-text listener.
@@ -108,6 +114,10 @@ pub struct RouteSection {
     /// One limit name or a list of them; all must allow the request.
     pub rate_limit: Option<OneOrMany>,
     pub max_body_size: Option<String>,
+    /// Read the whole request body before choosing a server (upstream routes).
+    pub request_buffering: Option<bool>,
+    /// Read the answer at the server's pace, not the client's (upstream routes).
+    pub response_buffering: Option<bool>,
 }
 
 /// A string or a list of strings.

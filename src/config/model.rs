@@ -46,6 +46,12 @@ pub struct Server {
     pub keepalive_timeout: Duration,
     pub max_connections_per_ip: Option<usize>,
     pub watch_config: bool,
+    /// Where buffered request bodies spill past [`super::defaults::REQUEST_BODY_IN_MEMORY`].
+    pub temp_dir: PathBuf,
+    /// The whole request body must arrive within this (408 otherwise).
+    pub client_body_timeout: Duration,
+    /// A client that accepts no bytes for this long is cut.
+    pub send_timeout: Duration,
 }
 
 /// Where access log lines go.
@@ -101,6 +107,10 @@ pub struct Route {
     pub rate_limits: Vec<String>,
     /// Bytes; the server default when the route sets none.
     pub max_body_size: u64,
+    /// Upstream routes: read the whole body before choosing a server.
+    pub request_buffering: bool,
+    /// Upstream routes: read the answer at the server's pace.
+    pub response_buffering: bool,
 }
 
 /// `[static.NAME]`

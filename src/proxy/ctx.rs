@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use pingora::http::ResponseHeader;
 
+use super::buffer::BufferedBody;
 use crate::config::Route;
 use crate::lifecycle::drain::RequestInFlight;
 use crate::pool::{InFlight, Pool};
@@ -33,6 +34,8 @@ pub struct Ctx {
     pub upstream_status: Option<u16>,
     /// The most restrictive rate-limit decision, for the `RateLimit-*` headers.
     pub rate: Option<RateDecision>,
+    /// The request body, read whole before a server was chosen (request buffering).
+    pub(crate) body: Option<BufferedBody>,
     /// Request body bytes seen so far, against `max_body`.
     pub body_seen: u64,
     pub max_body: u64,
@@ -66,6 +69,7 @@ impl Ctx {
             upstream_start: None,
             upstream_status: None,
             rate: None,
+            body: None,
             body_seen: 0,
             max_body: u64::MAX,
             status: 0,

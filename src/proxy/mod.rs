@@ -14,6 +14,7 @@
 //!
 //! Every answer Gatehouse writes itself goes through `respond.rs`.
 
+pub(crate) mod buffer;
 pub(crate) mod ctx;
 pub(crate) mod framing;
 pub mod headers;
@@ -25,20 +26,22 @@ pub(crate) mod site;
 pub(crate) mod stages;
 pub(crate) mod upstream;
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Instant;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::protocols::http::ServerSession;
-use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::proxy::{FailToProxy, ProxyHttp, ResponseBuffering, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType};
+use tokio::sync::Semaphore;
 
 pub use ctx::Ctx;
 use stages::Decision;
 
+use crate::config::defaults::{RESPONSE_BUFFER_PER_REQUEST, RESPONSE_BUFFER_TOTAL};
 use crate::config::Balance;
 use crate::pool::InFlight;
 use crate::state::State;
@@ -81,6 +84,8 @@ impl ProxyHttp for Gatehouse {
             let idle = snapshot.config.server.keepalive_timeout;
             session.set_keepalive(Some(idle.as_secs().max(1)));
         }
+        // A client that takes no bytes of an answer for this long is cut.
+        session.set_write_timeout(Some(snapshot.config.server.send_timeout));
         framing::strip_h2c_upgrade(session.req_header_mut());
         let req = session.req_header();
         ctx.request_id = headers::request_id(req.headers.get(headers::X_REQUEST_ID));
@@ -104,21 +109,57 @@ impl ProxyHttp for Gatehouse {
             raw: raw.as_deref(),
         };
         match stages::run(&request, &snapshot, ctx) {
-            Decision::Continue => Ok(false),
+            Decision::Continue => {}
             decided => {
                 respond::send(session, ctx, decided).await?;
-                Ok(true)
+                return Ok(true);
             }
         }
+        let buffering = ctx.pool.is_some() && ctx.route().is_some_and(|r| r.request_buffering);
+        if buffering && !session.is_body_empty() {
+            let server = &snapshot.config.server;
+            match buffer::read_body(
+                session,
+                ctx.max_body,
+                server.client_body_timeout,
+                &server.temp_dir,
+            )
+            .await
+            {
+                Ok(body) => ctx.body = Some(body),
+                Err(e) => match e.status() {
+                    Some(status) => {
+                        log::debug!("request body refused: {}", crate::logging::chain(&e));
+                        respond::send_error(session, ctx, status).await?;
+                        return Ok(true);
+                    }
+                    // The client is gone: nothing to answer, no server contacted.
+                    None => return Err(Error::because(ErrorType::ReadError, "request body", e)),
+                },
+            }
+        }
+        Ok(false)
     }
 
     async fn request_body_filter(
         &self,
         _session: &mut Session,
         body: &mut Option<Bytes>,
-        _end_of_stream: bool,
+        end_of_stream: bool,
         ctx: &mut Ctx,
     ) -> pingora::Result<()> {
+        if let Some(buffered) = &ctx.body {
+            // The whole body was read before a server was chosen; each
+            // attempt sends it in one piece.
+            *body = if end_of_stream {
+                Some(buffered.bytes().await.map_err(|e| {
+                    Error::because(ErrorType::InternalError, "reading the buffered body", e)
+                })?)
+            } else {
+                None
+            };
+            return Ok(());
+        }
         if let Some(chunk) = body {
             ctx.body_seen = ctx.body_seen.saturating_add(chunk.len() as u64);
             if ctx.body_seen > ctx.max_body {
@@ -207,6 +248,12 @@ impl ProxyHttp for Gatehouse {
                 upstream_request.insert_header(http::header::HOST, h.as_str())?;
             }
         }
+        if let Some(body) = &ctx.body {
+            // A buffered body goes upstream with its length, as Nginx sends it
+            // (WSGI servers want a Content-Length).
+            upstream_request.remove_header(&http::header::TRANSFER_ENCODING);
+            upstream_request.insert_header(http::header::CONTENT_LENGTH, body.len())?;
+        }
         headers::set_forwarding(
             upstream_request,
             ctx.client_ip,
@@ -258,8 +305,8 @@ impl ProxyHttp for Gatehouse {
         // Pingora's policy: only idempotent requests, and only when a reused
         // (kept-alive) connection failed, are retried.
         let mut e = e.more_context(format!("Peer: {peer}"));
-        if !session.req_header().method.is_idempotent() || session.as_ref().retry_buffer_truncated()
-        {
+        let body_kept = ctx.body.is_some() || !session.as_ref().retry_buffer_truncated();
+        if !session.req_header().method.is_idempotent() || !body_kept {
             e.set_retry(false);
         } else {
             e.retry.decide_reuse(client_reused);
@@ -297,6 +344,17 @@ impl ProxyHttp for Gatehouse {
             error_code: status,
             can_reuse_downstream: false,
         }
+    }
+
+    fn response_buffering(&self, _session: &Session, ctx: &Ctx) -> Option<ResponseBuffering> {
+        static TOTAL: LazyLock<Arc<Semaphore>> =
+            LazyLock::new(|| Arc::new(Semaphore::new(RESPONSE_BUFFER_TOTAL)));
+        ctx.route()
+            .filter(|r| r.response_buffering)
+            .map(|_| ResponseBuffering {
+                per_request: RESPONSE_BUFFER_PER_REQUEST,
+                total: TOTAL.clone(),
+            })
     }
 
     async fn downstream_request_error(&self, session: &mut ServerSession, error: &Error) {

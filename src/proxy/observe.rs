@@ -15,6 +15,12 @@ pub(crate) fn finish(session: &Session, e: Option<&pingora::Error>, ctx: &Ctx) {
     let route = ctx.route().map_or("none", |r| r.prefix.as_str());
     let method = metrics::method_label(&session.req_header().method);
     metrics::record_request(route, method, ctx.status, elapsed);
+    if e.is_some_and(|e| {
+        e.esource() == &pingora::ErrorSource::Downstream
+            && e.etype() == &pingora::ErrorType::WriteTimedout
+    }) {
+        metrics::record_client_timeout("send_timeout");
+    }
     if let (Some(m), Some(pool), Some(flight)) = (metrics::get(), &ctx.pool, &ctx.in_flight) {
         let upstream_status = metrics::status_label(ctx.upstream_status.unwrap_or(ctx.status));
         m.upstream_requests

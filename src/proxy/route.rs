@@ -77,6 +77,8 @@ mod tests {
             strip_prefix: strip,
             rate_limits: vec![],
             max_body_size: 0,
+            request_buffering: true,
+            response_buffering: true,
         }
     }
 

@@ -25,6 +25,7 @@ mod rate_limit;
 mod redirect;
 mod reload;
 mod sigint;
+mod slow_clients;
 mod static_site;
 mod tls;
 mod tls_quality;

@@ -404,6 +404,8 @@ fn route(prefix: &str) -> Route {
         strip_prefix: true,
         rate_limits: Vec::new(),
         max_body_size: 1024,
+        request_buffering: true,
+        response_buffering: true,
     }
 }
 

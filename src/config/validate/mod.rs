@@ -261,7 +261,33 @@ fn check_server(c: &mut Checker, s: &file::ServerSection) -> Server {
         ),
         max_connections_per_ip,
         watch_config: s.watch_config.unwrap_or(false),
+        temp_dir: check_temp_dir(c, &p, s.temp_dir.as_deref()),
+        client_body_timeout: c.duration(
+            p.key("client_body_timeout"),
+            s.client_body_timeout.as_deref(),
+            DEFAULT_CLIENT_BODY_TIMEOUT,
+        ),
+        send_timeout: c.duration(
+            p.key("send_timeout"),
+            s.send_timeout.as_deref(),
+            DEFAULT_SEND_TIMEOUT,
+        ),
     }
+}
+
+/// `server.temp_dir`: an existing directory (default: the system's temp dir).
+fn check_temp_dir(c: &mut Checker, p: &KeyPath, dir: Option<&str>) -> PathBuf {
+    let Some(dir) = dir else {
+        return std::env::temp_dir();
+    };
+    let path = c.path(dir);
+    if !path.is_dir() {
+        c.problem(
+            p.key("temp_dir"),
+            format!("{} is not a directory", path.display()),
+        );
+    }
+    path
 }
 
 fn check_http(c: &mut Checker, h: &file::HttpSection) -> HttpListener {

@@ -325,6 +325,16 @@ pub(super) fn check_routes(
             }
         }
         let strip_prefix = r.strip_prefix.unwrap_or(false);
+        if matches!(target, Target::Static(_)) {
+            for (key, set) in [
+                ("request_buffering", r.request_buffering.is_some()),
+                ("response_buffering", r.response_buffering.is_some()),
+            ] {
+                if set {
+                    c.problem(p.key(key), "only applies to routes with an upstream");
+                }
+            }
+        }
         let max_body_size = c.size(
             p.key("max_body_size"),
             r.max_body_size.as_deref(),
@@ -336,6 +346,8 @@ pub(super) fn check_routes(
             strip_prefix,
             rate_limits,
             max_body_size,
+            request_buffering: r.request_buffering.unwrap_or(DEFAULT_REQUEST_BUFFERING),
+            response_buffering: r.response_buffering.unwrap_or(DEFAULT_RESPONSE_BUFFERING),
         });
     }
     out

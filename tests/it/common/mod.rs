@@ -40,6 +40,7 @@ pub mod backend;
 pub mod gatehouse;
 pub mod load;
 pub mod raw;
+pub mod serial;
 pub mod tls;
 
 use std::collections::HashSet;
