@@ -134,7 +134,11 @@ impl ProxyHttp for Gatehouse {
                         return Ok(true);
                     }
                     // The client is gone: nothing to answer, no server contacted.
-                    None => return Err(Error::because(ErrorType::ReadError, "request body", e)),
+                    None => {
+                        return Err(
+                            Error::because(ErrorType::ReadError, "request body", e).into_down()
+                        )
+                    }
                 },
             }
         }
@@ -280,6 +284,12 @@ impl ProxyHttp for Gatehouse {
         upstream_response: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> pingora::Result<()> {
+        // The answer is Gatehouse's: its own HTTP version, not the server's
+        // (an HTTP/1.0 server such as Gunicorn's sync worker would otherwise
+        // make every answer to an HTTP/1.1 client an HTTP/1.0 one).
+        if upstream_response.version < http::Version::HTTP_11 {
+            upstream_response.set_version(http::Version::HTTP_11);
+        }
         if let Some(snapshot) = &ctx.snapshot {
             headers::decorate(
                 upstream_response,

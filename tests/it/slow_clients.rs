@@ -325,6 +325,21 @@ async fn bodies_that_end_badly_never_reach_the_backend() {
     }
     assert_eq!(status.as_deref(), Some("413"));
     assert_prompt(&gh, "after the bad bodies").await;
+    // The backend speaks HTTP/1.0; Gatehouse answers in its own version.
+    let mut s = TcpStream::connect(gh.http_addr()).await.unwrap();
+    s.write_all(&common::raw::get("/api/v", Some("a")))
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(WITHIN, s.read_to_end(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        answer.starts_with(b"HTTP/1.1 200 "),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
     let heads = api.heads();
     for path in ["/abandoned", "/chunked", "/huge"] {
         assert!(
