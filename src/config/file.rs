@@ -70,6 +70,8 @@ pub struct HttpSection {
     pub listen: Vec<String>,
     pub redirect_to_https: Option<bool>,
     pub https_port: Option<i64>,
+    /// Expect a PROXY protocol header (v1 or v2) from trusted peers.
+    pub proxy_protocol: Option<bool>,
 }
 
 /// `[https]`: the TLS listener.
@@ -84,6 +86,8 @@ pub struct HttpsSection {
     pub hsts: Option<String>,
     #[serde(default)]
     pub sni: Vec<SniSection>,
+    /// Expect a PROXY protocol header (v1 or v2) before the TLS handshake.
+    pub proxy_protocol: Option<bool>,
 }
 
 /// `[[https.sni]]`: one more certificate, picked by server name.

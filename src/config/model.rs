@@ -68,6 +68,8 @@ pub struct HttpListener {
     pub listen: Vec<SocketAddr>,
     pub redirect_to_https: bool,
     pub https_port: u16,
+    /// A PROXY protocol header is expected first (from `trusted_proxies` only).
+    pub proxy_protocol: bool,
 }
 
 /// `[https]`
@@ -80,6 +82,8 @@ pub struct HttpsListener {
     pub http2: bool,
     pub hsts: Option<HeaderValue>,
     pub sni: Vec<SniCert>,
+    /// A PROXY protocol header is expected before the handshake.
+    pub proxy_protocol: bool,
 }
 
 /// A certificate chosen by SNI.

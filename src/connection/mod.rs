@@ -16,6 +16,7 @@
 mod head_timer;
 mod lingering;
 mod per_ip;
+mod proxy_protocol;
 
 pub(crate) use head_timer::GuardedIo;
 pub(crate) use lingering::{open_connections, Lingering};
@@ -28,7 +29,7 @@ use async_trait::async_trait;
 use pingora::apps::ServerApp;
 use pingora::listeners::PreTlsProcess;
 use pingora::protocols::l4::stream::Stream as L4Stream;
-use pingora::protocols::{GetSocketDigest, Peek, Stream, ALPN};
+use pingora::protocols::{GetSocketDigest, Peek, Stream, UniqueID, ALPN};
 use pingora::server::ShutdownWatch;
 
 use crate::state::State;
@@ -95,9 +96,49 @@ pub(crate) struct PreTls {
     per_ip: Arc<PerIp>,
 }
 
+/// On a listener with `proxy_protocol = true`: refuses peers that are not
+/// trusted proxies, reads their PROXY header and makes its source the
+/// connection's client address.
+async fn take_proxy_header<S>(state: &State, stream: &mut S, tls: bool) -> pingora::Result<()>
+where
+    S: tokio::io::AsyncRead + GetSocketDigest + UniqueID + Unpin + ?Sized,
+{
+    let snapshot = state.current();
+    let config = &snapshot.config;
+    let expected = if tls {
+        config.https.as_ref().is_some_and(|h| h.proxy_protocol)
+    } else {
+        config.http.as_ref().is_some_and(|h| h.proxy_protocol)
+    };
+    if !expected {
+        return Ok(());
+    }
+    let peer = peer_ip(stream);
+    let trusted = &config.server.trusted_proxies;
+    if !peer.is_some_and(|ip| trusted.iter().any(|net| net.contains(&ip))) {
+        return pingora::Error::e_explain(
+            pingora::ErrorType::ConnectionClosed,
+            "PROXY protocol listener: peer is not in server.trusted_proxies",
+        );
+    }
+    match proxy_protocol::read_header(stream, config.server.header_timeout).await {
+        Ok(Some(client)) => proxy_protocol::set_client_addr(stream, client),
+        Ok(None) => {}
+        Err(e) => {
+            return Err(pingora::Error::because(
+                pingora::ErrorType::ConnectionClosed,
+                "PROXY protocol header refused",
+                e,
+            ))
+        }
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl PreTlsProcess for PreTls {
     async fn process(&self, stream: &mut L4Stream) -> pingora::Result<()> {
+        take_proxy_header(&self.state, stream, true).await?;
         let limits = Limits::current(&self.state);
         let ip = peer_ip(&*stream);
         if let (Some(ip), Some(cap)) = (ip, limits.max_connections_per_ip) {
@@ -131,6 +172,14 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
+        let mut stream = stream;
+        // TLS connections had theirs read before the handshake (PreTls).
+        if stream.get_ssl_digest().is_none() {
+            if let Err(e) = take_proxy_header(&self.state, &mut *stream, false).await {
+                log::debug!("connection closed: {e}");
+                return None;
+            }
+        }
         let limits = Limits::current(&self.state);
         let ip = peer_ip(&*stream);
         let slot = match ip {

@@ -233,6 +233,7 @@ mod tests {
                     key: ak,
                 },
             ],
+            proxy_protocol: false,
         };
         let set = CertSet::load(&https).unwrap();
         let der = |ck: Arc<CertifiedKey>| ck.cert[0].as_ref().to_vec();

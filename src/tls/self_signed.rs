@@ -229,6 +229,7 @@ mod tests {
             http2: true,
             hsts: None,
             sni: vec![],
+            proxy_protocol: false,
         }
     }
 

@@ -21,6 +21,7 @@ mod limits;
 mod logs;
 mod metrics;
 mod proptest_invariants;
+mod proxy_protocol;
 mod rate_limit;
 mod redirect;
 mod reload;

@@ -134,6 +134,17 @@ pub(super) fn validate(f: FileConfig, base: &Path) -> Result<Config, Vec<Problem
             );
         }
     }
+    for (section, on) in [
+        ("http", http.as_ref().is_some_and(|h| h.proxy_protocol)),
+        ("https", https.as_ref().is_some_and(|h| h.proxy_protocol)),
+    ] {
+        if on && server.trusted_proxies.is_empty() {
+            c.problem(
+                KeyPath::of(&[section, "proxy_protocol"]),
+                "needs server.trusted_proxies: the balancers allowed to send PROXY headers",
+            );
+        }
+    }
     let admin = f
         .admin
         .as_ref()
@@ -307,6 +318,7 @@ fn check_http(c: &mut Checker, h: &file::HttpSection) -> HttpListener {
         listen: c.addrs(p.key("listen"), &h.listen),
         redirect_to_https: h.redirect_to_https.unwrap_or(DEFAULT_REDIRECT_TO_HTTPS),
         https_port,
+        proxy_protocol: h.proxy_protocol.unwrap_or(false),
     }
 }
 
@@ -371,6 +383,7 @@ fn check_https(c: &mut Checker, h: &file::HttpsSection) -> HttpsListener {
         http2: h.http2.unwrap_or(DEFAULT_HTTP2),
         hsts,
         sni,
+        proxy_protocol: h.proxy_protocol.unwrap_or(false),
     }
 }
 
