@@ -300,7 +300,7 @@ if [ "$ANNOTATE" = 1 ] && [ "$ONLY" != nginx ]; then
   log "gatehouse profile over $COUNT requests (after $BASE)"
   prof="$OUT/gatehouse-profile.callgrind"
   rm -f "$prof" "$prof".*
-  start_proxy gatehouse "$prof"
+  start_proxy gatehouse "$prof" --compress-strings=no --compress-pos=no
   client "$BASE"
   callgrind_control --zero "$PROXY_PID" >/dev/null
   client "$COUNT"
