@@ -43,6 +43,7 @@ use http::{header, version::Version, Method};
 use log::{debug, error, trace, warn};
 use once_cell::sync::Lazy;
 use pingora_http::{RequestHeader, ResponseHeader};
+use std::any::Any;
 use std::fmt::Debug;
 use std::future::{poll_fn, Future};
 use std::str;
@@ -1150,6 +1151,42 @@ impl<SV, C> HttpProxy<SV, C>
 where
     C: custom::Connector,
 {
+    /// Gatehouse patch: the part of [`HttpServerApp::process_new_http`] that runs
+    /// once a request head has been read (see the note there).
+    async fn process_request_after_head(
+        self: &Arc<Self>,
+        downstream_session: Box<HttpSession>,
+        prev_user_ctx: Option<Box<dyn Any + Send + Sync>>,
+        shutdown: &ShutdownWatch,
+    ) -> Option<ReusedHttpStream>
+    where
+        SV: ProxyHttp + Send + Sync + 'static,
+        <SV as ProxyHttp>::CTX: Send + Sync,
+    {
+        let mut session = Session::new(
+            downstream_session,
+            &self.downstream_modules,
+            #[cfg(feature = "upstream_modules")]
+            &self.upstream_modules,
+            self.shutdown_flag.clone(),
+        );
+
+        if *shutdown.borrow() {
+            // stop downstream from reusing if this service is shutting down soon
+            session.set_keepalive(None);
+        }
+
+        let mut ctx = self.inner.new_ctx();
+
+        // Deliver user context from the previous request on this reused connection
+        if let Some(prev_ctx) = prev_user_ctx {
+            self.inner
+                .on_connection_reuse(&mut session, &mut ctx, prev_ctx);
+        }
+
+        self.process_request(session, ctx).await
+    }
+
     async fn process_request(
         self: &Arc<Self>,
         mut session: Session,
@@ -1573,31 +1610,18 @@ where
         let session = Box::new(session);
 
         // TODO: keepalive pool, use stack
-        let mut session = match self.handle_new_request(session).await {
-            Some(downstream_session) => Session::new(
-                downstream_session,
-                &self.downstream_modules,
-                #[cfg(feature = "upstream_modules")]
-                &self.upstream_modules,
-                self.shutdown_flag.clone(),
-            ),
-            None => return None, // bad request
-        };
+        let downstream_session = self.handle_new_request(session).await?; // None: bad request
 
-        if *shutdown.borrow() {
-            // stop downstream from reusing if this service is shutting down soon
-            session.set_keepalive(None);
-        }
-
-        let mut ctx = self.inner.new_ctx();
-
-        // Deliver user context from the previous request on this reused connection
-        if let Some(prev_ctx) = prev_user_ctx {
-            self.inner
-                .on_connection_reuse(&mut session, &mut ctx, prev_ctx);
-        }
-
-        self.process_request(session, ctx).await
+        // Gatehouse patch: the rest of the request (the proxy state machine, over
+        // 12 KB) is boxed on its own, once a request head has arrived. This future
+        // (boxed by async_trait and moved twice per request by the caller) stays
+        // small, and an idle keep-alive connection waiting for its next request
+        // holds only it instead of the whole proxy state (27 KB before).
+        let request = Box::write(
+            Box::new_uninit(),
+            self.process_request_after_head(downstream_session, prev_user_ctx, shutdown),
+        );
+        Box::into_pin(request).await
     }
 
     async fn http_cleanup(&self) {
