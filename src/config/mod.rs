@@ -190,7 +190,10 @@ allow = ["10.0.0.0/33"]
             "{errors}"
         );
         assert!(errors.0[0].message.contains("no [cors.nope]"), "{errors}");
-        assert!(errors.0[2].message.contains("allow_credentials"), "{errors}");
+        assert!(
+            errors.0[2].message.contains("allow_credentials"),
+            "{errors}"
+        );
         assert!(errors.0[3].message.contains("no path"), "{errors}");
     }
 }

@@ -71,12 +71,10 @@ pub fn parse_origin(text: &str) -> Result<OriginPattern, String> {
         return Err(bad("an origin has no user"));
     }
     let (host, port) = match authority.rsplit_once(':') {
-        Some((h, port)) if !h.ends_with(':') && !port.contains(']') => {
-            match port.parse::<u16>() {
-                Ok(n) if n > 0 => (h, Some(n)),
-                _ => return Err(bad("a bad port")),
-            }
-        }
+        Some((h, port)) if !h.ends_with(':') && !port.contains(']') => match port.parse::<u16>() {
+            Ok(n) if n > 0 => (h, Some(n)),
+            _ => return Err(bad("a bad port")),
+        },
         _ => (authority, None),
     };
     let default_port = match scheme {

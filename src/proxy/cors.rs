@@ -243,13 +243,20 @@ mod tests {
         let origin = HeaderValue::from_static("https://app.example.com");
         let h = preflight_headers(&policy(&["https://app.example.com"], true), &origin).unwrap();
         let get = |n: &HeaderName| h.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
-        assert_eq!(get(&header::ACCESS_CONTROL_ALLOW_ORIGIN), Some(origin.clone()));
         assert_eq!(
-            get(&header::ACCESS_CONTROL_ALLOW_CREDENTIALS).as_ref().map(|v| v.as_bytes()),
+            get(&header::ACCESS_CONTROL_ALLOW_ORIGIN),
+            Some(origin.clone())
+        );
+        assert_eq!(
+            get(&header::ACCESS_CONTROL_ALLOW_CREDENTIALS)
+                .as_ref()
+                .map(|v| v.as_bytes()),
             Some(&b"true"[..])
         );
         assert_eq!(
-            get(&header::ACCESS_CONTROL_MAX_AGE).as_ref().map(|v| v.as_bytes()),
+            get(&header::ACCESS_CONTROL_MAX_AGE)
+                .as_ref()
+                .map(|v| v.as_bytes()),
             Some(&b"600"[..])
         );
         let star = preflight_headers(&policy(&["*"], false), &origin).unwrap();
@@ -262,27 +269,35 @@ mod tests {
     fn actual_answers_get_headers_only_for_allowed_origins_and_always_vary() {
         let p = policy(&["https://app.example.com"], true);
         let mut req = RequestHeader::build("GET", b"/", None).unwrap();
-        req.insert_header("origin", "https://app.example.com").unwrap();
+        req.insert_header("origin", "https://app.example.com")
+            .unwrap();
         let mut resp = ResponseHeader::build(200, None).unwrap();
         resp.insert_header("vary", "Accept-Encoding").unwrap();
-        resp.insert_header("access-control-allow-origin", "*").unwrap();
+        resp.insert_header("access-control-allow-origin", "*")
+            .unwrap();
         decorate(&mut resp, &p, &req).unwrap();
         assert_eq!(
             resp.headers["access-control-allow-origin"],
             "https://app.example.com"
         );
         assert_eq!(resp.headers["access-control-allow-credentials"], "true");
-        assert_eq!(resp.headers["access-control-expose-headers"], "X-Request-Id");
+        assert_eq!(
+            resp.headers["access-control-expose-headers"],
+            "X-Request-Id"
+        );
         let vary: Vec<_> = resp.headers.get_all("vary").iter().collect();
         assert_eq!(vary, ["Accept-Encoding", "Origin"]);
 
         req.insert_header("origin", "https://evil.com").unwrap();
         let mut resp = ResponseHeader::build(200, None).unwrap();
-        resp.insert_header("access-control-allow-origin", "*").unwrap();
+        resp.insert_header("access-control-allow-origin", "*")
+            .unwrap();
         resp.insert_header("vary", "origin").unwrap();
         decorate(&mut resp, &p, &req).unwrap();
         assert!(!resp.headers.contains_key("access-control-allow-origin"));
-        assert!(!resp.headers.contains_key("access-control-allow-credentials"));
+        assert!(!resp
+            .headers
+            .contains_key("access-control-allow-credentials"));
         assert_eq!(resp.headers.get_all("vary").iter().count(), 1);
     }
 }

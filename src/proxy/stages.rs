@@ -508,7 +508,11 @@ deny = ["10.9.0.0/16"]
         }
         let (d, _) = decide_from(&snap, &preflight("https://a.b.example.org"), "10.1.1.1");
         assert!(matches!(d, Decision::Preflight(_)), "{d:?}");
-        let (d, _) = decide_from(&snap, &preflight("https://example.org.evil.com"), "10.1.1.1");
+        let (d, _) = decide_from(
+            &snap,
+            &preflight("https://example.org.evil.com"),
+            "10.1.1.1",
+        );
         assert_eq!(status(&d), Some(403));
         // The access list comes first.
         let (d, _) = decide_from(&snap, &preflight("https://app.example.com"), "192.0.2.8");

@@ -70,7 +70,12 @@ fn client_from(ip: IpAddr) -> reqwest::Client {
         .unwrap()
 }
 
-async fn get(gh: &Gatehouse, from: IpAddr, path: &str, headers: &[(&str, &str)]) -> reqwest::Response {
+async fn get(
+    gh: &Gatehouse,
+    from: IpAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> reqwest::Response {
     let mut req = client_from(from).get(gh.http_url(path));
     for (k, v) in headers {
         req = req.header(*k, *v);
@@ -100,7 +105,11 @@ async fn unlisted_clients_get_403_with_a_request_id_and_are_counted() {
     let body: serde_json::Value = refused.json().await.unwrap();
     assert_eq!(body["status"], 403);
     assert_eq!(body["request_id"], "refused-1");
-    assert_eq!(api.count(), 1, "the refused request never reached the backend");
+    assert_eq!(
+        api.count(),
+        1,
+        "the refused request never reached the backend"
+    );
 
     assert_eq!(get(&gh, LOCAL2, "/open/x", &[]).await.status(), 200);
     assert_eq!(denied(&gh, "office").await, 1.0);
@@ -118,18 +127,46 @@ async fn deny_is_checked_before_allow() {
 async fn forwarded_for_is_believed_only_from_trusted_proxies() {
     // No trusted proxies: 127.0.0.2 claiming to be 127.0.0.1 is still 127.0.0.2.
     let (_api, gh) = start("").await;
-    let spoofed = get(&gh, LOCAL2, "/office/x", &[("x-forwarded-for", "127.0.0.1")]).await;
+    let spoofed = get(
+        &gh,
+        LOCAL2,
+        "/office/x",
+        &[("x-forwarded-for", "127.0.0.1")],
+    )
+    .await;
     assert_eq!(spoofed.status(), 403);
     drop(gh);
 
     // 127.0.0.1 is a trusted proxy: the client is the address it forwards for.
     let (_api, gh) = start("trusted_proxies = [\"127.0.0.1\"]").await;
-    let forwarded = get(&gh, LOCAL1, "/office/x", &[("x-forwarded-for", "192.0.2.9")]).await;
+    let forwarded = get(
+        &gh,
+        LOCAL1,
+        "/office/x",
+        &[("x-forwarded-for", "192.0.2.9")],
+    )
+    .await;
     assert_eq!(forwarded.status(), 200, "192.0.2.9 is listed");
-    let outside = get(&gh, LOCAL1, "/office/x", &[("x-forwarded-for", "203.0.113.5")]).await;
-    assert_eq!(outside.status(), 403, "203.0.113.5 is not, though its proxy is");
+    let outside = get(
+        &gh,
+        LOCAL1,
+        "/office/x",
+        &[("x-forwarded-for", "203.0.113.5")],
+    )
+    .await;
+    assert_eq!(
+        outside.status(),
+        403,
+        "203.0.113.5 is not, though its proxy is"
+    );
     // An untrusted peer's header is still not believed.
-    let spoofed = get(&gh, LOCAL2, "/office/x", &[("x-forwarded-for", "127.0.0.1")]).await;
+    let spoofed = get(
+        &gh,
+        LOCAL2,
+        "/office/x",
+        &[("x-forwarded-for", "127.0.0.1")],
+    )
+    .await;
     assert_eq!(spoofed.status(), 403);
 }
 

@@ -184,10 +184,18 @@ async fn allowed_origins_get_cors_headers_and_vary_is_appended() {
         "the backend still sees the origin"
     );
 
-    for evil in ["https://example.org.evil.com", "https://example.org", "null"] {
+    for evil in [
+        "https://example.org.evil.com",
+        "https://example.org",
+        "null",
+    ] {
         let refused = send(&gh, Method::GET, "/api/users", &[("origin", evil)]).await;
         assert_eq!(refused.status(), 200, "the request itself is not refused");
-        assert_eq!(header(&refused, "access-control-allow-origin"), None, "{evil}");
+        assert_eq!(
+            header(&refused, "access-control-allow-origin"),
+            None,
+            "{evil}"
+        );
         assert_eq!(header(&refused, "access-control-expose-headers"), None);
         assert_eq!(vary(&refused), ["accept-encoding", "origin"]);
     }
@@ -197,7 +205,11 @@ async fn allowed_origins_get_cors_headers_and_vary_is_appended() {
 
     let plain = send(&gh, Method::GET, "/plain/x", &[("origin", APP)]).await;
     assert_eq!(header(&plain, "access-control-allow-origin"), None);
-    assert_eq!(vary(&plain), ["accept-encoding"], "routes without a policy are untouched");
+    assert_eq!(
+        vary(&plain),
+        ["accept-encoding"],
+        "routes without a policy are untouched"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -205,18 +217,30 @@ async fn credentials_echo_the_origin_and_star_is_only_without_them() {
     let (_api, gh) = start().await;
     let creds = send(&gh, Method::GET, "/creds/me", &[("origin", APP)]).await;
     assert_eq!(header(&creds, "access-control-allow-origin"), Some(APP));
-    assert_eq!(header(&creds, "access-control-allow-credentials"), Some("true"));
+    assert_eq!(
+        header(&creds, "access-control-allow-credentials"),
+        Some("true")
+    );
     let pre = preflight(&gh, "/creds/me", APP).await;
     assert_eq!(pre.status(), 204);
     assert_eq!(header(&pre, "access-control-allow-origin"), Some(APP));
-    assert_eq!(header(&pre, "access-control-allow-credentials"), Some("true"));
+    assert_eq!(
+        header(&pre, "access-control-allow-credentials"),
+        Some("true")
+    );
     assert_eq!(
         header(&pre, "access-control-allow-methods"),
         Some("GET, HEAD, POST"),
         "the default methods"
     );
 
-    let open = send(&gh, Method::GET, "/open/x", &[("origin", "https://anyone.test")]).await;
+    let open = send(
+        &gh,
+        Method::GET,
+        "/open/x",
+        &[("origin", "https://anyone.test")],
+    )
+    .await;
     assert_eq!(header(&open, "access-control-allow-origin"), Some("*"));
     assert_eq!(header(&open, "access-control-allow-credentials"), None);
 }

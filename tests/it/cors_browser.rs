@@ -162,14 +162,24 @@ async fn a_browser_on_another_origin_is_allowed_and_refused_as_configured() {
     let api_port = common::free_port();
     let gh = Gatehouse::builder(CONFIG)
         .var("api_port", api_port.to_string())
-        .file("site/index.html", PAGE.replace("{api_port}", &api_port.to_string()))
+        .file(
+            "site/index.html",
+            PAGE.replace("{api_port}", &api_port.to_string()),
+        )
         .backend("api", &api)
         .start()
         .await;
     let api_url = format!("http://127.0.0.1:{api_port}/");
     assert!(
         common::eventually(Duration::from_secs(10), || async {
-            reqwest::Client::builder().no_proxy().build().unwrap().get(&api_url).send().await.is_ok()
+            reqwest::Client::builder()
+                .no_proxy()
+                .build()
+                .unwrap()
+                .get(&api_url)
+                .send()
+                .await
+                .is_ok()
         })
         .await,
         "the second listener never answered"
@@ -182,7 +192,11 @@ async fn a_browser_on_another_origin_is_allowed_and_refused_as_configured() {
             break;
         }
     }
-    assert_eq!(text_of(&dom, "done"), "done", "the page did not finish:\n{dom}");
+    assert_eq!(
+        text_of(&dom, "done"),
+        "done",
+        "the page did not finish:\n{dom}"
+    );
     assert_eq!(
         text_of(&dom, "allowed"),
         "ok 200 exposed",
@@ -201,7 +215,10 @@ async fn a_browser_on_another_origin_is_allowed_and_refused_as_configured() {
         seen.iter().all(|(m, _)| m != "OPTIONS"),
         "preflights reached the backend: {seen:?}"
     );
-    assert!(seen.contains(&("PUT".into(), "/api/items".into())), "{seen:?}");
+    assert!(
+        seen.contains(&("PUT".into(), "/api/items".into())),
+        "{seen:?}"
+    );
     assert!(
         !seen.iter().any(|(_, p)| p == "/refused/items"),
         "the refused preflight stopped the PUT: {seen:?}"

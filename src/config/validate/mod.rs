@@ -173,12 +173,22 @@ pub(super) fn validate(f: FileConfig, base: &Path) -> Result<Config, Vec<Problem
     let cors: BTreeMap<_, _> = f
         .cors
         .iter()
-        .map(|(name, s)| (name.clone(), Arc::new(policies::check_cors(&mut c, name, s))))
+        .map(|(name, s)| {
+            (
+                name.clone(),
+                Arc::new(policies::check_cors(&mut c, name, s)),
+            )
+        })
         .collect();
     let access: BTreeMap<_, _> = f
         .access
         .iter()
-        .map(|(name, s)| (name.clone(), Arc::new(policies::check_access(&mut c, name, s))))
+        .map(|(name, s)| {
+            (
+                name.clone(),
+                Arc::new(policies::check_access(&mut c, name, s)),
+            )
+        })
         .collect();
     let routes = targets::check_routes(
         &mut c,

@@ -43,12 +43,14 @@ pub(super) fn check_cors(c: &mut Checker, name: &str, s: &file::CorsSection) -> 
     })
     .unwrap_or_else(|| HeaderValue::from_static(""));
     let is_header = |h: &str| HeaderName::from_bytes(h.as_bytes()).is_ok();
-    let allow_headers = s.allow_headers.as_ref().and_then(|hs| {
-        token_list(c, &p.key("allow_headers"), hs, credentials, is_header)
-    });
-    let expose_headers = s.expose_headers.as_ref().and_then(|hs| {
-        token_list(c, &p.key("expose_headers"), hs, credentials, is_header)
-    });
+    let allow_headers = s
+        .allow_headers
+        .as_ref()
+        .and_then(|hs| token_list(c, &p.key("allow_headers"), hs, credentials, is_header));
+    let expose_headers = s
+        .expose_headers
+        .as_ref()
+        .and_then(|hs| token_list(c, &p.key("expose_headers"), hs, credentials, is_header));
     let max_age = c.duration(p.key("max_age"), s.max_age.as_deref(), DEFAULT_CORS_MAX_AGE);
     CorsPolicy {
         name: name.to_string(),
