@@ -24,6 +24,8 @@ fn routes() -> RouteTable {
         max_body_size: 1 << 20,
         request_buffering: true,
         response_buffering: true,
+        cors: None,
+        access: None,
     };
     RouteTable::new(&[
         route("/", Target::Static("site".into())),

@@ -13,6 +13,10 @@
 //!     ▼
 //!  route by longest prefix ──▶ 404                             proxy::route
 //!     ▼
+//!  access list of the route ──▶ 403                            proxy::stages
+//!     ▼
+//!  CORS preflight of the route ──▶ 204 / 403                   proxy::cors
+//!     ▼
 //!  rate limits of the route ──▶ 429                            rate_limit
 //!     ▼
 //!  body size ──▶ 413
@@ -20,7 +24,7 @@
 //!     └─ upstream pool ──▶ healthy server, retries, X-Forwarded-*
 //!                                                               pool, proxy::upstream
 //!     ▼
-//!  response headers ([headers], HSTS, X-Request-Id)            proxy::headers
+//!  response headers ([headers], HSTS, X-Request-Id, CORS)      proxy::headers, proxy::cors
 //!     ▼
 //!  metrics and JSON access log                                 metrics, access_log
 //! ```

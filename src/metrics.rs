@@ -25,6 +25,7 @@ pub(crate) struct Metrics {
     pub upstream_duration: HistogramVec,
     pub upstream_healthy: IntGaugeVec,
     pub rate_limited: IntCounterVec,
+    pub access_denied: IntCounterVec,
     pub config_reloads: IntCounterVec,
     pub last_reload_success: Gauge,
     pub access_log_dropped: IntCounter,
@@ -84,6 +85,11 @@ fn build() -> Result<Metrics, prometheus::Error> {
         "Requests refused with 429, by limit name.",
         &["limit"],
     )?;
+    let access_denied = counter(
+        "gatehouse_access_denied_total",
+        "Requests refused with 403 by an access list, by list name.",
+        &["list"],
+    )?;
     let config_reloads = counter(
         "gatehouse_config_reloads_total",
         "Config reloads, by result (ok or error).",
@@ -138,6 +144,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
         upstream_duration,
         upstream_healthy,
         rate_limited,
+        access_denied,
         config_reloads,
         last_reload_success,
         access_log_dropped,
@@ -260,6 +267,13 @@ pub(crate) fn record_client_timeout(deadline: &str) {
 pub(crate) fn record_rate_limited(limit: &str) {
     if let Some(m) = get() {
         m.rate_limited.with_label_values(&[limit]).inc();
+    }
+}
+
+/// Counts a request refused by an access list.
+pub(crate) fn record_access_denied(list: &str) {
+    if let Some(m) = get() {
+        m.access_denied.with_label_values(&[list]).inc();
     }
 }
 

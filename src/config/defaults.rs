@@ -65,6 +65,12 @@ pub const RESPONSE_BUFFER_PER_REQUEST: usize = 32 * 1024 * 1024;
 /// are read at their clients' pace again.
 pub const RESPONSE_BUFFER_TOTAL: usize = 512 * 1024 * 1024;
 
+/// `cors.NAME.allow_methods` when absent: the CORS-safelisted methods.
+pub const DEFAULT_CORS_METHODS: &[&str] = &["GET", "HEAD", "POST"];
+/// `cors.NAME.max_age` when absent: how long a browser may cache a preflight
+/// answer (Chromium caps it at 2 hours).
+pub const DEFAULT_CORS_MAX_AGE: Duration = Duration::from_secs(600);
+
 /// Certificate chain of `[https]` when `cert` is absent (relative to the
 /// current directory).
 pub const DEFAULT_CERT: &str = "certs/server.crt";

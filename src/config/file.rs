@@ -28,6 +28,12 @@ pub struct FileConfig {
     pub upstreams: BTreeMap<String, UpstreamSection>,
     #[serde(default, rename = "rate_limit")]
     pub rate_limits: BTreeMap<String, RateLimitSection>,
+    /// Named CORS policies, attached to routes with `cors = "NAME"`.
+    #[serde(default)]
+    pub cors: BTreeMap<String, CorsSection>,
+    /// Named access lists, attached to routes with `access = "NAME"`.
+    #[serde(default)]
+    pub access: BTreeMap<String, AccessSection>,
 }
 
 /// `[server]`
@@ -122,6 +128,10 @@ pub struct RouteSection {
     pub request_buffering: Option<bool>,
     /// Read the answer at the server's pace, not the client's (upstream routes).
     pub response_buffering: Option<bool>,
+    /// The name of a `[cors.NAME]` policy.
+    pub cors: Option<String>,
+    /// The name of an `[access.NAME]` list; other clients get 403.
+    pub access: Option<String>,
 }
 
 /// A string or a list of strings.
@@ -196,4 +206,30 @@ pub struct RateLimitSection {
     pub key: Option<String>,
     pub rate: f64,
     pub burst: Option<i64>,
+}
+
+/// `[cors.NAME]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CorsSection {
+    /// `"https://app.example.com"`, `"https://*.example.com"` or `"*"`.
+    pub allow_origins: Vec<String>,
+    pub allow_methods: Option<Vec<String>>,
+    pub allow_headers: Option<Vec<String>>,
+    pub expose_headers: Option<Vec<String>>,
+    pub allow_credentials: Option<bool>,
+    /// How long a browser may cache a preflight answer, e.g. `"10m"`.
+    pub max_age: Option<String>,
+}
+
+/// `[access.NAME]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessSection {
+    /// Addresses and CIDR blocks let in; empty lets in everyone not denied.
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// Addresses and CIDR blocks refused, checked before `allow`.
+    #[serde(default)]
+    pub deny: Vec<String>,
 }

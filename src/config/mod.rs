@@ -147,4 +147,53 @@ rate = "fast"
         assert_eq!(errors.0.len(), 1, "{errors}");
         assert_eq!(errors.0[0].position.map(|p| p.0), Some(3));
     }
+
+    #[test]
+    fn cors_and_access_problems_are_located() {
+        let text = r#"[http]
+listen = ["127.0.0.1:8080"]
+redirect_to_https = false
+
+[[route]]
+prefix = "/"
+upstream = "api"
+cors = "nope"
+access = "none"
+
+[upstream.api]
+servers = ["127.0.0.1:5000"]
+
+[cors.app]
+allow_origins = ["*", "https://app.example.com/path"]
+allow_credentials = true
+allow_headers = ["Bad Header"]
+
+[access.office]
+allow = ["10.0.0.0/33"]
+"#;
+        let errors = parse(text, None, Path::new("/")).unwrap_err();
+        let found: Vec<_> = errors
+            .0
+            .iter()
+            .map(|e| (e.key.as_str(), e.position.map(|p| p.0)))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                ("route[0].cors", Some(8)),
+                ("route[0].access", Some(9)),
+                ("cors.app.allow_origins[0]", Some(15)),
+                ("cors.app.allow_origins[1]", Some(15)),
+                ("cors.app.allow_headers[0]", Some(17)),
+                ("access.office.allow[0]", Some(20)),
+            ],
+            "{errors}"
+        );
+        assert!(errors.0[0].message.contains("no [cors.nope]"), "{errors}");
+        assert!(
+            errors.0[2].message.contains("allow_credentials"),
+            "{errors}"
+        );
+        assert!(errors.0[3].message.contains("no path"), "{errors}");
+    }
 }

@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::{HeaderName, HeaderValue};
@@ -26,6 +27,8 @@ pub struct Config {
     pub statics: BTreeMap<String, StaticSite>,
     pub upstreams: BTreeMap<String, Upstream>,
     pub rate_limits: BTreeMap<String, RateLimit>,
+    pub cors: BTreeMap<String, Arc<CorsPolicy>>,
+    pub access: BTreeMap<String, Arc<AccessList>>,
 }
 
 /// `[server]`
@@ -115,6 +118,10 @@ pub struct Route {
     pub request_buffering: bool,
     /// Upstream routes: read the answer at the server's pace.
     pub response_buffering: bool,
+    /// The route's CORS policy (shared with `Config::cors`).
+    pub cors: Option<Arc<CorsPolicy>>,
+    /// The route's access list (shared with `Config::access`).
+    pub access: Option<Arc<AccessList>>,
 }
 
 /// `[static.NAME]`
@@ -203,4 +210,61 @@ pub struct RateLimit {
     pub rate: f64,
     /// Bucket size.
     pub burst: u32,
+}
+
+/// One entry of `allow_origins`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OriginPattern {
+    /// `"*"`: every origin (never with credentials).
+    Any,
+    /// `scheme://host[:port]`, lower-case, without a default port.
+    Exact(String),
+    /// `scheme://*.domain[:port]`: one or more labels under `domain`.
+    Subdomains {
+        /// `"https://"`, lower-case.
+        scheme: String,
+        /// `".example.com"`, lower-case, with its leading dot.
+        suffix: String,
+        /// `":8443"`, or empty for the scheme's default port.
+        port: String,
+    },
+}
+
+/// `[cors.NAME]`, with its answer headers built once.
+#[derive(Debug, Clone)]
+pub struct CorsPolicy {
+    pub name: String,
+    pub allow_origins: Vec<OriginPattern>,
+    /// `allow_origins` is `["*"]` (the answer says `*`, not the origin).
+    pub any_origin: bool,
+    /// `Access-Control-Allow-Methods`.
+    pub allow_methods: HeaderValue,
+    /// `Access-Control-Allow-Headers`, when any are allowed.
+    pub allow_headers: Option<HeaderValue>,
+    /// `Access-Control-Expose-Headers`, when any are exposed.
+    pub expose_headers: Option<HeaderValue>,
+    pub allow_credentials: bool,
+    /// `Access-Control-Max-Age` (whole seconds).
+    pub max_age: HeaderValue,
+}
+
+/// `[access.NAME]`
+#[derive(Debug, Clone)]
+pub struct AccessList {
+    pub name: String,
+    pub allow: Vec<IpNet>,
+    pub deny: Vec<IpNet>,
+}
+
+impl AccessList {
+    /// Whether `client` may pass: not denied, and listed when `allow` is not
+    /// empty. An unknown address passes no list.
+    pub fn permits(&self, client: Option<std::net::IpAddr>) -> bool {
+        let Some(ip) = client else { return false };
+        let ip = ip.to_canonical();
+        if self.deny.iter().any(|n| n.contains(&ip)) {
+            return false;
+        }
+        self.allow.is_empty() || self.allow.iter().any(|n| n.contains(&ip))
+    }
 }

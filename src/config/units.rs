@@ -1,4 +1,4 @@
-//! Units in config values: durations, sizes, addresses, CIDR blocks.
+//! Units in config values: durations, sizes, addresses, CIDR blocks, origins.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -6,7 +6,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 use super::defaults::MAX_WEIGHT;
-use super::model::ServerAddr;
+use super::model::{OriginPattern, ServerAddr};
 
 /// Parses `"500ms"`, `"5s"`, `"1m"`, `"1h"` (and combinations like `"1m30s"`).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -41,6 +41,78 @@ pub fn parse_cidr(text: &str) -> Option<IpNet> {
     text.parse::<IpNet>()
         .ok()
         .or_else(|| text.parse::<std::net::IpAddr>().ok().map(IpNet::from))
+}
+
+/// `"*"`, `"scheme://host[:port]"` or `"scheme://*.domain[:port]"`: no path,
+/// no user, no query. Lower-cased; a default port (80, 443) is dropped, as
+/// browsers drop it from `Origin`.
+pub fn parse_origin(text: &str) -> Result<OriginPattern, String> {
+    if text == "*" {
+        return Ok(OriginPattern::Any);
+    }
+    let bad = |why: &str| {
+        format!("{text:?} is not an origin ({why}): use \"https://host[:port]\", \"https://*.domain\" or \"*\"")
+    };
+    let lower = text.to_ascii_lowercase();
+    let Some((scheme, authority)) = lower.split_once("://") else {
+        return Err(bad("no scheme://"));
+    };
+    let scheme_ok = scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    if !scheme_ok {
+        return Err(bad("a bad scheme"));
+    }
+    if authority.contains(['/', '?', '#']) {
+        return Err(bad("an origin has no path"));
+    }
+    if authority.contains('@') {
+        return Err(bad("an origin has no user"));
+    }
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, port)) if !h.ends_with(':') && !port.contains(']') => match port.parse::<u16>() {
+            Ok(n) if n > 0 => (h, Some(n)),
+            _ => return Err(bad("a bad port")),
+        },
+        _ => (authority, None),
+    };
+    let default_port = match scheme {
+        "http" => Some(80),
+        "https" => Some(443),
+        _ => None,
+    };
+    let port = match port {
+        Some(n) if Some(n) != default_port => format!(":{n}"),
+        _ => String::new(),
+    };
+    let bracketed = host.starts_with('[') && host.ends_with(']') && host.len() > 2;
+    let name_ok = |h: &str| {
+        !h.is_empty()
+            && !h.starts_with('.')
+            && !h.ends_with('.')
+            && !h.contains("..")
+            && h.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.'))
+    };
+    if let Some(domain) = host.strip_prefix("*.") {
+        if !name_ok(domain) {
+            return Err(bad("a bad domain after *."));
+        }
+        return Ok(OriginPattern::Subdomains {
+            scheme: format!("{scheme}://"),
+            suffix: format!(".{domain}"),
+            port,
+        });
+    }
+    let ipv6_ok = bracketed
+        && host[1..host.len() - 1]
+            .chars()
+            .all(|c| c.is_ascii_hexdigit() || matches!(c, ':' | '.'));
+    if !(name_ok(host) || ipv6_ok) {
+        return Err(bad("a bad host"));
+    }
+    Ok(OriginPattern::Exact(format!("{scheme}://{host}{port}")))
 }
 
 /// `"127.0.0.1:5000"` or `"127.0.0.1:5001 weight=2"`.
@@ -106,5 +178,45 @@ mod tests {
         assert_eq!(parse_cidr("10.0.0.0/8").map(|n| n.prefix_len()), Some(8));
         assert_eq!(parse_cidr("::1").map(|n| n.prefix_len()), Some(128));
         assert!(parse_cidr("10.0.0.0/33").is_none());
+    }
+
+    #[test]
+    fn origins_are_parsed_and_normalised() {
+        assert_eq!(parse_origin("*"), Ok(OriginPattern::Any));
+        assert_eq!(
+            parse_origin("HTTPS://App.Example.com:443"),
+            Ok(OriginPattern::Exact("https://app.example.com".into()))
+        );
+        assert_eq!(
+            parse_origin("http://127.0.0.1:8080"),
+            Ok(OriginPattern::Exact("http://127.0.0.1:8080".into()))
+        );
+        assert_eq!(
+            parse_origin("http://[::1]:8080"),
+            Ok(OriginPattern::Exact("http://[::1]:8080".into()))
+        );
+        assert_eq!(
+            parse_origin("https://*.example.com"),
+            Ok(OriginPattern::Subdomains {
+                scheme: "https://".into(),
+                suffix: ".example.com".into(),
+                port: String::new(),
+            })
+        );
+        for bad in [
+            "app.example.com",
+            "https://app.example.com/",
+            "https://app.example.com/x",
+            "https://user@app.example.com",
+            "https://",
+            "https://a..b",
+            "https://*.",
+            "https://a.*.example.com",
+            "https://app.example.com:0",
+            "https://app.example.com:99999",
+            "ht tp://a",
+        ] {
+            assert!(parse_origin(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -4,7 +4,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
-use pingora::http::ResponseHeader;
+use pingora::http::{RequestHeader, ResponseHeader};
 
 use super::buffer::BufferedBody;
 use crate::config::Route;
@@ -80,6 +80,19 @@ impl Ctx {
     pub fn route(&self) -> Option<&Route> {
         let snapshot = self.snapshot.as_ref()?;
         snapshot.routes.get(self.route?)
+    }
+
+    /// Adds the route's CORS headers for `req` (nothing on a route without a
+    /// policy).
+    pub fn add_cors_headers(
+        &self,
+        header: &mut ResponseHeader,
+        req: &RequestHeader,
+    ) -> pingora::Result<()> {
+        match self.route().and_then(|r| r.cors.as_deref()) {
+            Some(policy) => super::cors::decorate(header, policy, req),
+            None => Ok(()),
+        }
     }
 
     /// Adds `RateLimit-Limit`, `-Remaining`, `-Reset` when a limit applied.

@@ -2,12 +2,12 @@
 //!
 //! ```text
 //! request_filter        snapshot → request id → client ip → the stages (stages.rs):
-//!                       framing → head size → redirect → host → route
-//!                       → rate limits → body size → static site | pool
+//!                       framing → head size → redirect → host → route → access
+//!                       → cors preflight → rate limits → body size → static site | pool
 //! upstream_peer         pick a healthy server not tried yet (retries land here again)
 //! fail_to_connect       retry on another server while `retries` allow
 //! upstream_request_filter  strip prefix, forwarding headers
-//! response_filter       [headers], HSTS, X-Request-Id, RateLimit-*
+//! response_filter       [headers], HSTS, X-Request-Id, RateLimit-*, CORS
 //! fail_to_proxy         502 / 503 / 504 as short JSON
 //! logging               metrics, access log (observe.rs)
 //! ```
@@ -15,6 +15,7 @@
 //! Every answer Gatehouse writes itself goes through `respond.rs`.
 
 pub(crate) mod buffer;
+pub(crate) mod cors;
 pub(crate) mod ctx;
 pub(crate) mod framing;
 pub mod headers;
@@ -280,7 +281,7 @@ impl ProxyHttp for Gatehouse {
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream_response: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> pingora::Result<()> {
@@ -299,6 +300,7 @@ impl ProxyHttp for Gatehouse {
             )?;
         }
         ctx.add_rate_headers(upstream_response)?;
+        ctx.add_cors_headers(upstream_response, session.req_header())?;
         ctx.status = upstream_response.status.as_u16();
         Ok(())
     }

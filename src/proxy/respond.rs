@@ -27,6 +27,7 @@ pub(crate) async fn send(
             send_error_with(session, ctx, status, &headers).await
         }
         Decision::Redirect(location) => send_redirect(session, ctx, &location).await,
+        Decision::Preflight(headers) => send_preflight(session, ctx, headers).await,
         Decision::Static { site, path } => site::serve(session, ctx, &site, &path).await,
     }
 }
@@ -38,11 +39,14 @@ async fn send_body(
     mut header: ResponseHeader,
     body: Bytes,
 ) -> pingora::Result<()> {
-    header.insert_header(http::header::CONTENT_LENGTH, body.len())?;
+    if header.status != http::StatusCode::NO_CONTENT {
+        header.insert_header(http::header::CONTENT_LENGTH, body.len())?;
+    }
     if let Some(snapshot) = &ctx.snapshot {
         headers::decorate(&mut header, &snapshot.config, ctx.tls, &ctx.request_id)?;
     }
     ctx.add_rate_headers(&mut header)?;
+    ctx.add_cors_headers(&mut header, session.req_header())?;
     ctx.status = header.status.as_u16();
     let head_only = session.req_header().method == http::Method::HEAD || body.is_empty();
     session
@@ -95,6 +99,19 @@ async fn send_redirect(
     header.insert_header(http::header::LOCATION, location)?;
     header.insert_header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
     send_body(session, ctx, header, Bytes::from_static(REDIRECT_BODY)).await
+}
+
+/// Writes the 204 answer to a CORS preflight.
+async fn send_preflight(
+    session: &mut Session,
+    ctx: &mut Ctx,
+    cors_headers: Vec<(http::HeaderName, http::HeaderValue)>,
+) -> pingora::Result<()> {
+    let mut header = ResponseHeader::build(204, Some(cors_headers.len() + 3))?;
+    for (name, value) in cors_headers {
+        header.insert_header(name, value)?;
+    }
+    send_body(session, ctx, header, Bytes::new()).await
 }
 
 /// Answers a request whose head could not be parsed (a bad request line, a

@@ -79,6 +79,8 @@ mod tests {
             max_body_size: 0,
             request_buffering: true,
             response_buffering: true,
+            cors: None,
+            access: None,
         }
     }
 

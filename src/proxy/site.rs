@@ -36,6 +36,7 @@ pub(crate) async fn serve(
         )?;
     }
     ctx.add_rate_headers(&mut reply.header)?;
+    ctx.add_cors_headers(&mut reply.header, session.req_header())?;
     ctx.status = reply.header.status.as_u16();
     write_reply(session, reply).await
 }

@@ -2,7 +2,8 @@
 //! the config snapshot and the request's context, returning a [`Decision`].
 //!
 //! ```text
-//! framing → head size → redirect → host → route → rate limits → body size → target
+//! framing → head size → redirect → host → route → access → cors preflight
+//!         → rate limits → body size → target
 //! ```
 //!
 //! The first stage that does not answer [`Decision::Continue`] decides the
@@ -11,11 +12,11 @@
 
 use std::sync::Arc;
 
-use http::HeaderName;
+use http::{HeaderName, HeaderValue};
 use pingora::http::RequestHeader;
 
 use super::ctx::Ctx;
-use super::{framing, headers, redirect, route};
+use super::{cors, framing, headers, redirect, route};
 use crate::config::Target;
 use crate::metrics;
 use crate::state::Snapshot;
@@ -40,6 +41,8 @@ pub(crate) enum Decision {
     },
     /// A 301 to this location.
     Redirect(String),
+    /// A 204 answering a CORS preflight, with these headers.
+    Preflight(Vec<(HeaderName, HeaderValue)>),
     /// Serve `path` from a static site.
     Static { site: Arc<Site>, path: String },
 }
@@ -56,12 +59,14 @@ impl Decision {
 type Stage = fn(&Request<'_>, &Snapshot, &mut Ctx) -> Decision;
 
 /// The stages in the order they run, with their names.
-pub(crate) const STAGES: [(&str, Stage); 8] = [
+pub(crate) const STAGES: [(&str, Stage); 10] = [
     ("framing", framing),
     ("head size", head_size),
     ("redirect", redirect),
     ("host", host),
     ("route", route),
+    ("access", access),
+    ("cors preflight", cors_preflight),
     ("rate limits", rate_limits),
     ("body size", body_size),
     ("target", target),
@@ -139,6 +144,50 @@ fn route(req: &Request<'_>, snapshot: &Snapshot, ctx: &mut Ctx) -> Decision {
             Decision::Continue
         }
         None => Decision::error(404),
+    }
+}
+
+/// A client the route's access list refuses: 403 (counted by list). The
+/// address is `ctx.client_ip`, so `X-Forwarded-For` counts only from
+/// `trusted_proxies`. Before the rate limits: a refused client spends no tokens.
+fn access(_: &Request<'_>, snapshot: &Snapshot, ctx: &mut Ctx) -> Decision {
+    let Some(list) = ctx
+        .route
+        .and_then(|i| snapshot.routes.get(i))
+        .and_then(|r| r.access.as_deref())
+    else {
+        return Decision::Continue;
+    };
+    if list.permits(ctx.client_ip) {
+        Decision::Continue
+    } else {
+        metrics::record_access_denied(&list.name);
+        Decision::error(403)
+    }
+}
+
+/// A CORS preflight on a route with a policy is answered here, never by a
+/// backend: 204 with the policy's headers when the origin is allowed, else
+/// 403 without CORS headers (the browser then refuses the actual request).
+fn cors_preflight(req: &Request<'_>, snapshot: &Snapshot, ctx: &mut Ctx) -> Decision {
+    let Some(policy) = ctx
+        .route
+        .and_then(|i| snapshot.routes.get(i))
+        .and_then(|r| r.cors.as_deref())
+    else {
+        return Decision::Continue;
+    };
+    if !cors::is_preflight(req.head) {
+        return Decision::Continue;
+    }
+    let preflight = req
+        .head
+        .headers
+        .get(http::header::ORIGIN)
+        .and_then(|origin| cors::preflight_headers(policy, origin));
+    match preflight {
+        Some(headers) => Decision::Preflight(headers),
+        None => Decision::error(403),
     }
 }
 
@@ -356,5 +405,141 @@ burst = 1
             Decision::Redirect(location) => assert_eq!(location, "https://example.com:8443/x?y=1"),
             other => panic!("{other:?}"),
         }
+    }
+
+    /// `/api/` as above, `/office/` behind the access list `office` and the
+    /// CORS policy `app`, both sharing the limit `one`.
+    fn policy_snapshot() -> Arc<Snapshot> {
+        snapshot(
+            r#"
+[[route]]
+prefix = "/office/"
+upstream = "api"
+rate_limit = "one"
+cors = "app"
+access = "office"
+[cors.app]
+allow_origins = ["https://app.example.com", "https://*.example.org"]
+allow_methods = ["GET", "PUT"]
+allow_headers = ["Content-Type"]
+allow_credentials = true
+max_age = "1m"
+[access.office]
+allow = ["10.0.0.0/8", "192.0.2.7"]
+deny = ["10.9.0.0/16"]
+"#,
+        )
+    }
+
+    fn decide_from(snapshot: &Arc<Snapshot>, head: &RequestHeader, ip: &str) -> (Decision, Ctx) {
+        let mut ctx = Ctx::new();
+        ctx.snapshot = Some(snapshot.clone());
+        ctx.client_ip = ip.parse().ok();
+        let d = run(&Request { head, raw: None }, snapshot, &mut ctx);
+        (d, ctx)
+    }
+
+    #[test]
+    fn access_lists_deny_first_then_allow_only_the_listed() {
+        let snap = policy_snapshot();
+        let h = head("GET /office/x", &[("host", "a")]);
+        for (ip, expected) in [
+            ("10.1.2.3", None),
+            ("192.0.2.7", None),
+            ("10.9.0.1", Some(403)),
+            ("192.0.2.8", Some(403)),
+            ("::ffff:10.1.2.3", None),
+            ("not an address", Some(403)),
+        ] {
+            let snap = Arc::new(Snapshot::build((*snap.config).clone(), None));
+            let (d, _) = decide_from(&snap, &h, ip);
+            assert_eq!(status(&d), expected, "{ip}: {d:?}");
+        }
+    }
+
+    #[test]
+    fn a_refused_client_spends_no_rate_limit_token() {
+        let snap = policy_snapshot();
+        let h = head("GET /office/x", &[("host", "a")]);
+        for _ in 0..3 {
+            let (d, ctx) = decide_from(&snap, &h, "192.0.2.8");
+            assert_eq!(status(&d), Some(403));
+            assert!(ctx.rate.is_none(), "no limit was asked");
+        }
+        let (d, _) = decide_from(&snap, &h, "10.1.1.1");
+        assert!(matches!(d, Decision::Continue), "{d:?}");
+    }
+
+    #[test]
+    fn preflights_are_answered_here_and_spend_no_token() {
+        let snap = policy_snapshot();
+        let preflight = |origin: &str| {
+            head(
+                "OPTIONS /office/x",
+                &[
+                    ("host", "a"),
+                    ("origin", origin),
+                    ("access-control-request-method", "PUT"),
+                ],
+            )
+        };
+        for _ in 0..3 {
+            let (d, ctx) = decide_from(&snap, &preflight("https://app.example.com"), "10.1.1.1");
+            let headers = match d {
+                Decision::Preflight(headers) => headers,
+                other => panic!("{other:?}"),
+            };
+            let get = |n: &str| {
+                headers
+                    .iter()
+                    .find(|(k, _)| k == n)
+                    .and_then(|(_, v)| v.to_str().ok())
+            };
+            assert_eq!(
+                get("access-control-allow-origin"),
+                Some("https://app.example.com")
+            );
+            assert_eq!(get("access-control-allow-methods"), Some("GET, PUT"));
+            assert_eq!(get("access-control-allow-headers"), Some("Content-Type"));
+            assert_eq!(get("access-control-allow-credentials"), Some("true"));
+            assert_eq!(get("access-control-max-age"), Some("60"));
+            assert_eq!(get("vary"), Some("Origin"));
+            assert!(ctx.rate.is_none() && ctx.pool.is_none());
+        }
+        let (d, _) = decide_from(&snap, &preflight("https://a.b.example.org"), "10.1.1.1");
+        assert!(matches!(d, Decision::Preflight(_)), "{d:?}");
+        let (d, _) = decide_from(
+            &snap,
+            &preflight("https://example.org.evil.com"),
+            "10.1.1.1",
+        );
+        assert_eq!(status(&d), Some(403));
+        // The access list comes first.
+        let (d, _) = decide_from(&snap, &preflight("https://app.example.com"), "192.0.2.8");
+        assert_eq!(status(&d), Some(403));
+        // A plain OPTIONS (no Access-Control-Request-Method) goes upstream.
+        let plain = head(
+            "OPTIONS /office/x",
+            &[("host", "a"), ("origin", "https://app.example.com")],
+        );
+        let (d, ctx) = decide_from(&snap, &plain, "10.1.1.1");
+        assert!(matches!(d, Decision::Continue), "{d:?}");
+        assert!(ctx.pool.is_some());
+    }
+
+    #[test]
+    fn routes_without_policies_ignore_preflights_and_addresses() {
+        let snap = policy_snapshot();
+        let h = head(
+            "OPTIONS /api/x",
+            &[
+                ("host", "a"),
+                ("origin", "https://app.example.com"),
+                ("access-control-request-method", "PUT"),
+            ],
+        );
+        let (d, ctx) = decide_from(&snap, &h, "192.0.2.8");
+        assert!(matches!(d, Decision::Continue), "{d:?}");
+        assert!(ctx.pool.is_some());
     }
 }

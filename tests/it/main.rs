@@ -10,9 +10,12 @@
 
 mod common;
 
+mod access;
 mod access_log;
 mod bench_configs;
 mod check;
+mod cors;
+mod cors_browser;
 mod drain;
 mod faults;
 mod h2_abuse;

@@ -406,6 +406,8 @@ fn route(prefix: &str) -> Route {
         max_body_size: 1024,
         request_buffering: true,
         response_buffering: true,
+        cors: None,
+        access: None,
     }
 }
 

@@ -1,13 +1,16 @@
 //! Validation: the serde types of `file.rs` into the model of `model.rs`,
 //! collecting every problem (key path and message) instead of stopping at
 //! the first. `targets.rs` checks what routes point at (static sites,
-//! upstream pools, rate limits) and the routes themselves.
+//! upstream pools, rate limits) and the routes themselves; `policies.rs`
+//! the CORS policies and access lists routes attach.
 
+mod policies;
 mod targets;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::{HeaderName, HeaderValue};
@@ -178,12 +181,36 @@ pub(super) fn validate(f: FileConfig, base: &Path) -> Result<Config, Vec<Problem
             targets::check_rate_limit(&mut c, name, r).map(|rl| (name.clone(), rl))
         })
         .collect();
+    let cors: BTreeMap<_, _> = f
+        .cors
+        .iter()
+        .map(|(name, s)| {
+            (
+                name.clone(),
+                Arc::new(policies::check_cors(&mut c, name, s)),
+            )
+        })
+        .collect();
+    let access: BTreeMap<_, _> = f
+        .access
+        .iter()
+        .map(|(name, s)| {
+            (
+                name.clone(),
+                Arc::new(policies::check_access(&mut c, name, s)),
+            )
+        })
+        .collect();
     let routes = targets::check_routes(
         &mut c,
         f.routes,
-        &f.statics,
-        &f.upstreams,
-        &f.rate_limits,
+        targets::Attachable {
+            statics: &f.statics,
+            upstreams: &f.upstreams,
+            limits: &f.rate_limits,
+            cors: &cors,
+            access: &access,
+        },
         &server,
     );
 
@@ -198,6 +225,8 @@ pub(super) fn validate(f: FileConfig, base: &Path) -> Result<Config, Vec<Problem
             statics,
             upstreams,
             rate_limits,
+            cors,
+            access,
         })
     } else {
         Err(c.problems)

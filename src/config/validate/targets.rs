@@ -2,6 +2,7 @@
 //! limits, and the routes themselves.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use http::header::HeaderName;
 
@@ -272,14 +273,43 @@ pub(super) fn check_rate_limit(
     })
 }
 
+/// What a route may name: its target, its limits and its policies.
+pub(super) struct Attachable<'a> {
+    pub statics: &'a BTreeMap<String, file::StaticSection>,
+    pub upstreams: &'a BTreeMap<String, file::UpstreamSection>,
+    pub limits: &'a BTreeMap<String, file::RateLimitSection>,
+    pub cors: &'a BTreeMap<String, Arc<CorsPolicy>>,
+    pub access: &'a BTreeMap<String, Arc<AccessList>>,
+}
+
+/// The named policy of `key`, or a problem when none has that name.
+fn attach<T>(
+    c: &mut Checker,
+    p: &KeyPath,
+    key: &str,
+    name: Option<&str>,
+    defined: &BTreeMap<String, Arc<T>>,
+) -> Option<Arc<T>> {
+    let name = name?;
+    let found = defined.get(name).cloned();
+    if found.is_none() {
+        c.problem(p.key(key), format!("no [{key}.{name}] is defined"));
+    }
+    found
+}
+
 pub(super) fn check_routes(
     c: &mut Checker,
     routes: Vec<file::RouteSection>,
-    statics: &BTreeMap<String, file::StaticSection>,
-    upstreams: &BTreeMap<String, file::UpstreamSection>,
-    limits: &BTreeMap<String, file::RateLimitSection>,
+    named: Attachable<'_>,
     server: &Server,
 ) -> Vec<Route> {
+    let Attachable {
+        statics,
+        upstreams,
+        limits,
+        ..
+    } = named;
     let mut out: Vec<Route> = Vec::new();
     for (i, r) in routes.into_iter().enumerate() {
         let p = KeyPath::of(&["route"]).index(i);
@@ -340,7 +370,11 @@ pub(super) fn check_routes(
             r.max_body_size.as_deref(),
             server.max_body_size,
         );
+        let cors = attach(c, &p, "cors", r.cors.as_deref(), named.cors);
+        let access = attach(c, &p, "access", r.access.as_deref(), named.access);
         out.push(Route {
+            cors,
+            access,
             prefix: r.prefix,
             target,
             strip_prefix,
