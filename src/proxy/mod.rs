@@ -282,7 +282,9 @@ impl ProxyHttp for Gatehouse {
     ) -> pingora::Result<()> {
         let status = upstream_response.status.as_u16();
         ctx.upstream_status = Some(status);
-        if let Some(pool) = ctx.pool.clone() {
+        // An interim answer (100 Continue) says nothing yet; a 101 is final.
+        let fin = status >= 200 || status == 101;
+        if let Some(pool) = ctx.pool.clone().filter(|_| fin) {
             upstream::record_outcome(ctx, upstream::outcome_of_status(&pool.config, status));
         }
         Ok(())
