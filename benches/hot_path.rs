@@ -52,7 +52,9 @@ fn upstream(balance: Balance) -> Upstream {
         write_timeout: Duration::from_secs(1),
         idle_timeout: Duration::from_secs(1),
         retries: 2,
+        websocket_idle_timeout: Duration::from_secs(1),
         health: None,
+        passive: None,
     }
 }
 

@@ -1,5 +1,6 @@
 //! Background services over the live state: the health checks of the
-//! current pools (restarted on every reload) and the rate-limit janitor.
+//! current pools (restarted on every reload), the reporter of servers that
+//! passive health lets back in, and the rate-limit janitor.
 //! They read [`State`]; the pool and limiter modules do not, so the live
 //! state depends on them and never the other way round.
 
@@ -20,6 +21,9 @@ use crate::state::State;
 
 /// How often idle rate-limit keys are evicted.
 pub(crate) const JANITOR_INTERVAL: Duration = Duration::from_secs(10);
+/// How often ejected servers are looked at, to report their return (the
+/// return itself is exact: selection compares the time).
+pub(crate) const EJECTION_POLL: Duration = Duration::from_millis(100);
 
 /// Checks every server of `pool` forever, every `interval`.
 async fn watch_pool(pool: Arc<Pool>, hc: HealthCheck, state: Arc<State>) {
@@ -132,6 +136,41 @@ fn on_health_change(
             pool.name(),
             backend.label
         ),
+    }
+}
+
+/// Logs the return of servers whose ejection (passive health) is over and
+/// resets their gauge.
+pub(crate) struct EjectionReporter {
+    pub state: Arc<State>,
+}
+
+#[async_trait]
+impl BackgroundService for EjectionReporter {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut ticker = tokio::time::interval(EJECTION_POLL);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = ticker.tick() => {
+                    let now = crate::pool::passive::now_ms();
+                    for pool in self.state.current().pools.values() {
+                        for backend in &pool.backends {
+                            if backend.take_return(now) {
+                                metrics::set_backend_ejected(pool.name(), &backend.label, false);
+                                log::info!(
+                                    "upstream {}: server {} is back in rotation after its ejection{}",
+                                    pool.name(),
+                                    backend.label,
+                                    if backend.is_healthy() { "" } else { " (still failing health checks)" }
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
     }
 }
 

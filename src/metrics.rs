@@ -24,6 +24,8 @@ pub(crate) struct Metrics {
     pub upstream_requests: IntCounterVec,
     pub upstream_duration: HistogramVec,
     pub upstream_healthy: IntGaugeVec,
+    pub upstream_ejections: IntCounterVec,
+    pub upstream_ejected: IntGaugeVec,
     pub rate_limited: IntCounterVec,
     pub access_denied: IntCounterVec,
     pub config_reloads: IntCounterVec,
@@ -80,6 +82,19 @@ fn build() -> Result<Metrics, prometheus::Error> {
         &["upstream", "server"],
     )?;
     registry.register(Box::new(upstream_healthy.clone()))?;
+    let upstream_ejections = counter(
+        "gatehouse_upstream_ejections_total",
+        "Servers ejected by passive health (failed real requests), by pool and server.",
+        &["upstream", "server"],
+    )?;
+    let upstream_ejected = IntGaugeVec::new(
+        Opts::new(
+            "gatehouse_upstream_server_ejected",
+            "1 while passive health keeps the server out of rotation.",
+        ),
+        &["upstream", "server"],
+    )?;
+    registry.register(Box::new(upstream_ejected.clone()))?;
     let rate_limited = counter(
         "gatehouse_rate_limited_total",
         "Requests refused with 429, by limit name.",
@@ -143,6 +158,8 @@ fn build() -> Result<Metrics, prometheus::Error> {
         upstream_requests,
         upstream_duration,
         upstream_healthy,
+        upstream_ejections,
+        upstream_ejected,
         rate_limited,
         access_denied,
         config_reloads,
@@ -193,10 +210,32 @@ pub(crate) fn set_backend_health(upstream: &str, server: &str, healthy: bool) {
     }
 }
 
-/// Drops the health gauge of a server a reload removed.
+/// Counts an ejection by passive health and sets the ejected gauge.
+pub(crate) fn record_ejection(upstream: &str, server: &str) {
+    if let Some(m) = get() {
+        m.upstream_ejections
+            .with_label_values(&[upstream, server])
+            .inc();
+        m.upstream_ejected
+            .with_label_values(&[upstream, server])
+            .set(1);
+    }
+}
+
+/// Sets the ejected gauge of one server.
+pub(crate) fn set_backend_ejected(upstream: &str, server: &str, ejected: bool) {
+    if let Some(m) = get() {
+        m.upstream_ejected
+            .with_label_values(&[upstream, server])
+            .set(i64::from(ejected));
+    }
+}
+
+/// Drops the health and ejection gauges of a server a reload removed.
 pub(crate) fn remove_backend(upstream: &str, server: &str) {
     if let Some(m) = get() {
         let _ = m.upstream_healthy.remove_label_values(&[upstream, server]);
+        let _ = m.upstream_ejected.remove_label_values(&[upstream, server]);
     }
 }
 

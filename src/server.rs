@@ -22,7 +22,7 @@ use pingora::server::{RunArgs, Server};
 use pingora::services::listening::Service;
 
 use crate::admin::AdminApp;
-use crate::background::{HealthService, LimiterJanitor};
+use crate::background::{EjectionReporter, HealthService, LimiterJanitor};
 use crate::config::Config;
 use crate::connection::{Guarded, Lingering};
 use crate::lifecycle::{pid_file, signals};
@@ -139,6 +139,12 @@ pub(crate) fn build(
     server.add_service(background_service(
         "health checks",
         HealthService {
+            state: state.clone(),
+        },
+    ));
+    server.add_service(background_service(
+        "ejection reporter",
+        EjectionReporter {
             state: state.clone(),
         },
     ));

@@ -88,6 +88,9 @@ impl State {
         for pool in runtime.pools.values() {
             for b in &pool.backends {
                 metrics::set_backend_health(pool.name(), &b.label, b.is_healthy());
+                if pool.config.passive.is_some() {
+                    metrics::set_backend_ejected(pool.name(), &b.label, b.is_ejected());
+                }
             }
         }
         Ok(Arc::new(State {

@@ -36,6 +36,19 @@ pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Extra attempts on another server after a failed connect.
 pub const DEFAULT_RETRIES: usize = 2;
+/// Idle time (no byte either way) after which an upgraded (WebSocket)
+/// connection is closed; it replaces the request timeouts after the 101.
+pub const DEFAULT_WEBSOCKET_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Consecutive failed requests that eject a server (passive health).
+pub const DEFAULT_CONSECUTIVE_FAILURES: u32 = 5;
+/// Server answers that count as failures (passive health).
+pub const DEFAULT_FAILURE_STATUSES: [u16; 3] = [502, 503, 504];
+/// Time out of rotation on a first ejection; doubles on each repeat.
+pub const DEFAULT_EJECT_FOR: Duration = Duration::from_secs(30);
+/// Most of a pool that may be ejected at once (percent).
+pub const DEFAULT_MAX_EJECTED_PERCENT: u32 = 50;
+/// Cap of the ejection time, as a multiple of `eject_for`.
+pub const MAX_EJECTION_MULTIPLIER: u32 = 10;
 /// Health check request path.
 pub const DEFAULT_HEALTH_PATH: &str = "/";
 /// Time between health checks of one server.

@@ -185,7 +185,19 @@ pub struct UpstreamSection {
     pub write_timeout: Option<String>,
     pub idle_timeout: Option<String>,
     pub retries: Option<i64>,
+    pub websocket_idle_timeout: Option<String>,
     pub health: Option<HealthSection>,
+    pub passive: Option<PassiveSection>,
+}
+
+/// `[upstream.NAME.passive]`: outlier ejection on real traffic.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PassiveSection {
+    pub consecutive_failures: Option<i64>,
+    pub failure_statuses: Option<Vec<i64>>,
+    pub eject_for: Option<String>,
+    pub max_ejected_percent: Option<i64>,
 }
 
 /// `[upstream.NAME.health]`

@@ -142,6 +142,41 @@ rate = "fast"
     }
 
     #[test]
+    fn passive_health_and_websocket_keys_are_checked_where_they_are() {
+        let text = "[http]\nlisten = [\"127.0.0.1:8080\"]\nredirect_to_https = false\n\n\
+            [upstream.api]\nservers = [\"127.0.0.1:9000\"]\nwebsocket_idle_timeout = \"0s\"\n\n\
+            [upstream.api.passive]\nconsecutive_failures = 0\nfailure_statuses = [503, 200]\n\
+            eject_for = \"soon\"\nmax_ejected_percent = 101\n";
+        let errors = parse(text, None, Path::new("/")).unwrap_err();
+        let found: Vec<_> = errors
+            .0
+            .iter()
+            .map(|e| (e.key.as_str(), e.position.map(|p| p.0)))
+            .collect();
+        for expected in [
+            ("upstream.api.websocket_idle_timeout", Some(7)),
+            ("upstream.api.passive.consecutive_failures", Some(10)),
+            ("upstream.api.passive.failure_statuses[1]", Some(11)),
+            ("upstream.api.passive.eject_for", Some(12)),
+            ("upstream.api.passive.max_ejected_percent", Some(13)),
+        ] {
+            assert!(found.contains(&expected), "{expected:?} not in {found:?}");
+        }
+        let ok = "[http]\nlisten = [\"127.0.0.1:8080\"]\nredirect_to_https = false\n\n\
+            [upstream.api]\nservers = [\"127.0.0.1:9000\"]\n[upstream.api.passive]\n";
+        let config = parse(ok, None, Path::new("/")).unwrap();
+        let api = &config.upstreams["api"];
+        assert_eq!(
+            api.websocket_idle_timeout,
+            defaults::DEFAULT_WEBSOCKET_IDLE_TIMEOUT
+        );
+        let passive = api.passive.as_ref().unwrap();
+        assert_eq!(passive.failure_statuses, [502, 503, 504]);
+        assert_eq!(passive.consecutive_failures, 5);
+        assert_eq!(passive.max_ejected_percent, 50);
+    }
+
+    #[test]
     fn a_syntax_error_stops_at_its_line() {
         let errors = parse("[server]\nthreads = 2\nx = \"1s\n", None, Path::new("/")).unwrap_err();
         assert_eq!(errors.0.len(), 1, "{errors}");

@@ -181,7 +181,23 @@ pub struct Upstream {
     pub write_timeout: Duration,
     pub idle_timeout: Duration,
     pub retries: usize,
+    /// Idle time allowed both ways on a connection upgraded by a 101.
+    pub websocket_idle_timeout: Duration,
     pub health: Option<HealthCheck>,
+    pub passive: Option<PassiveHealth>,
+}
+
+/// `[upstream.NAME.passive]`: servers failing real requests are ejected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PassiveHealth {
+    /// Consecutive failures (connect error, timeout, a status below) that eject.
+    pub consecutive_failures: u32,
+    pub failure_statuses: Vec<u16>,
+    /// First ejection time; doubles on each repeat, up to
+    /// `MAX_EJECTION_MULTIPLIER` times.
+    pub eject_for: Duration,
+    /// Most of the pool ejected at once, 0 to 100.
+    pub max_ejected_percent: u32,
 }
 
 /// `[upstream.NAME.health]`

@@ -7,16 +7,18 @@
 //! survive reloads. Selection is lock-free: atomics for round robin and
 //! least-connections, a prebuilt ketama ring for consistent hashing.
 //!
-//! Only healthy servers are picked. A server added by a reload starts out of
+//! Only healthy servers that passive health ([`passive`]) has not ejected
+//! are picked. A server added by a reload starts out of
 //! rotation until its first health check passes; at start-up every server
 //! starts healthy (as in Nginx and HAProxy), and connect failures are retried
 //! on another server meanwhile.
 
 pub mod health;
+pub mod passive;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use pingora_ketama::{Bucket, Continuum};
 
@@ -38,6 +40,14 @@ pub struct Backend {
     pub(crate) fails: AtomicU32,
     /// Added by a reload and not yet seen passing: joins on its first pass.
     pub(crate) pending: AtomicBool,
+    /// Passive health ([`passive`]): failed requests in a row.
+    pub(crate) failures: AtomicU32,
+    /// Ejections in a row, for the doubling.
+    pub(crate) ejections: AtomicU32,
+    /// Out of rotation until this time ([`passive::now_ms`]); 0 = never ejected.
+    pub(crate) ejected_until: AtomicU64,
+    /// Ejected and its return not reported yet (log line, gauge).
+    pub(crate) ejected: AtomicBool,
 }
 
 impl Backend {
@@ -50,6 +60,10 @@ impl Backend {
             passes: AtomicU32::new(0),
             fails: AtomicU32::new(0),
             pending: AtomicBool::new(!healthy),
+            failures: AtomicU32::new(0),
+            ejections: AtomicU32::new(0),
+            ejected_until: AtomicU64::new(0),
+            ejected: AtomicBool::new(false),
         }
     }
 
@@ -98,6 +112,8 @@ pub struct Pool {
     schedule: Vec<usize>,
     cursor: AtomicUsize,
     ring: Option<Continuum>,
+    /// Held while deciding an ejection, so `max_ejected_percent` holds.
+    ejecting: Mutex<()>,
 }
 
 impl std::fmt::Debug for Pool {
@@ -155,6 +171,7 @@ impl Pool {
             schedule,
             cursor: AtomicUsize::new(start),
             ring,
+            ejecting: Mutex::new(()),
         }
     }
 
@@ -167,11 +184,13 @@ impl Pool {
         self.backends.iter().any(|b| b.is_healthy())
     }
 
-    /// Picks a healthy server not in `tried`. `key` feeds consistent hashing.
+    /// Picks a healthy server, not ejected and not in `tried`. `key` feeds
+    /// consistent hashing.
     pub fn select(&self, key: &[u8], tried: &[SocketAddr]) -> Option<Arc<Backend>> {
+        let now = passive::now_ms();
         let eligible = |i: usize| {
             let b = &self.backends[i];
-            b.is_healthy() && !tried.contains(&b.addr)
+            b.is_healthy() && !b.is_ejected_at(now) && !tried.contains(&b.addr)
         };
         let idx = match self.config.balance {
             Balance::RoundRobin => self.round_robin(eligible),
@@ -305,7 +324,9 @@ mod tests {
             write_timeout: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(1),
             retries: 2,
+            websocket_idle_timeout: Duration::from_secs(1),
             health: None,
+            passive: None,
         }
     }
 

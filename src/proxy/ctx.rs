@@ -30,6 +30,8 @@ pub struct Ctx {
     /// Whether a server took the request and then failed the exchange.
     pub exchange_failed: bool,
     pub in_flight: Option<InFlight>,
+    /// Whether this attempt's outcome was counted for passive health.
+    pub outcome_recorded: bool,
     pub upstream_start: Option<Instant>,
     pub upstream_status: Option<u16>,
     /// The most restrictive rate-limit decision, for the `RateLimit-*` headers.
@@ -66,6 +68,7 @@ impl Ctx {
             tried: Vec::new(),
             exchange_failed: false,
             in_flight: None,
+            outcome_recorded: false,
             upstream_start: None,
             upstream_status: None,
             rate: None,

@@ -4,10 +4,13 @@
 //! request_filter        snapshot → request id → client ip → the stages (stages.rs):
 //!                       framing → head size → redirect → host → route → access
 //!                       → cors preflight → rate limits → body size → static site | pool
-//! upstream_peer         pick a healthy server not tried yet (retries land here again)
-//! fail_to_connect       retry on another server while `retries` allow
+//! upstream_peer         pick a healthy, not ejected server not tried yet (retries land here again)
+//! fail_to_connect       passive health counts a failure; retry on another server while `retries` allow
 //! upstream_request_filter  strip prefix, forwarding headers
-//! response_filter       [headers], HSTS, X-Request-Id, RateLimit-*, CORS
+//! upstream_response_filter passive health counts the server's status
+//! response_filter       [headers], HSTS, X-Request-Id, RateLimit-*, CORS; a 101 switches
+//!                       the client side to `websocket_idle_timeout`
+//! upgraded_timeout      the server side of a 101 likewise (vendor patch 8)
 //! fail_to_proxy         502 / 503 / 504 as short JSON
 //! logging               metrics, access log (observe.rs)
 //! ```
@@ -28,7 +31,7 @@ pub(crate) mod stages;
 pub(crate) mod upstream;
 
 use std::sync::{Arc, LazyLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -36,7 +39,7 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::protocols::http::ServerSession;
 use pingora::proxy::{FailToProxy, ProxyHttp, ResponseBuffering, Session};
 use pingora::upstreams::peer::HttpPeer;
-use pingora::{Error, ErrorType};
+use pingora::{Error, ErrorSource, ErrorType};
 use tokio::sync::Semaphore;
 
 pub use ctx::Ctx;
@@ -44,6 +47,7 @@ use stages::Decision;
 
 use crate::config::defaults::{RESPONSE_BUFFER_PER_REQUEST, RESPONSE_BUFFER_TOTAL};
 use crate::config::Balance;
+use crate::pool::passive::Outcome;
 use crate::pool::InFlight;
 use crate::state::State;
 
@@ -202,6 +206,7 @@ impl ProxyHttp for Gatehouse {
         ctx.tried.push(backend.addr);
         let peer = upstream::peer(&backend, &pool.config);
         ctx.in_flight = Some(InFlight::new(backend));
+        ctx.outcome_recorded = false;
         ctx.upstream_start = Some(Instant::now());
         Ok(Box::new(peer))
     }
@@ -213,6 +218,7 @@ impl ProxyHttp for Gatehouse {
         ctx: &mut Ctx,
         mut e: Box<Error>,
     ) -> Box<Error> {
+        upstream::record_outcome(ctx, Outcome::Failure);
         let retries = ctx.pool.as_ref().map_or(0, |p| p.config.retries);
         if ctx.tried.len() <= retries {
             e.set_retry(true);
@@ -275,7 +281,13 @@ impl ProxyHttp for Gatehouse {
         upstream_response: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> pingora::Result<()> {
-        ctx.upstream_status = Some(upstream_response.status.as_u16());
+        let status = upstream_response.status.as_u16();
+        ctx.upstream_status = Some(status);
+        // An interim answer (100 Continue) says nothing yet; a 101 is final.
+        let fin = status >= 200 || status == 101;
+        if let Some(pool) = ctx.pool.clone().filter(|_| fin) {
+            upstream::record_outcome(ctx, upstream::outcome_of_status(&pool.config, status));
+        }
         Ok(())
     }
 
@@ -302,7 +314,20 @@ impl ProxyHttp for Gatehouse {
         ctx.add_rate_headers(upstream_response)?;
         ctx.add_cors_headers(upstream_response, session.req_header())?;
         ctx.status = upstream_response.status.as_u16();
+        if ctx.status == 101 {
+            // An upgraded (WebSocket) connection may idle for as long as the
+            // pool allows, both ways, instead of the request timeouts.
+            let idle = ctx.pool.as_ref().map(|p| p.config.websocket_idle_timeout);
+            if let Some(idle) = idle {
+                session.set_read_timeout(Some(idle));
+                session.set_write_timeout(Some(idle));
+            }
+        }
         Ok(())
+    }
+
+    fn upgraded_timeout(&self, _session: &Session, ctx: &Ctx) -> Option<Duration> {
+        ctx.pool.as_ref().map(|p| p.config.websocket_idle_timeout)
     }
 
     fn error_while_proxy(
@@ -385,6 +410,10 @@ impl ProxyHttp for Gatehouse {
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
         if ctx.status == 0 {
             ctx.status = session.response_written().map_or(0, |r| r.status.as_u16());
+        }
+        if e.is_some_and(|e| *e.esource() == ErrorSource::Upstream) {
+            // A timeout or a broken exchange, before any answer was counted.
+            upstream::record_outcome(ctx, Outcome::Failure);
         }
         observe::finish(session, e, ctx);
         // Release the in-flight slot now rather than when the context is dropped.

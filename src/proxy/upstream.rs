@@ -1,12 +1,16 @@
 //! The upstream side of a request: the peer to connect to, the consistent-hash
-//! key, and how upstream failures map to a status.
+//! key, how upstream failures map to a status, and what each attempt tells
+//! passive health.
 
 use std::net::IpAddr;
 
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType};
 
+use super::Ctx;
 use crate::config::{HashKey, Upstream};
+use crate::metrics;
+use crate::pool::passive::Outcome;
 use crate::pool::Backend;
 
 /// The peer for one attempt on `backend`, with the pool's timeouts.
@@ -17,6 +21,42 @@ pub(crate) fn peer(backend: &Backend, cfg: &Upstream) -> HttpPeer {
     peer.options.write_timeout = Some(cfg.write_timeout);
     peer.options.idle_timeout = Some(cfg.idle_timeout);
     peer
+}
+
+/// Counts the outcome of the current attempt for passive health (once per
+/// attempt); logs and counts an ejection it causes.
+pub(crate) fn record_outcome(ctx: &mut Ctx, outcome: Outcome) {
+    if ctx.outcome_recorded {
+        return;
+    }
+    let (Some(pool), Some(in_flight)) = (&ctx.pool, &ctx.in_flight) else {
+        return;
+    };
+    let backend = in_flight.backend();
+    if let Some(ejection) = pool.record_outcome(backend, outcome) {
+        metrics::record_ejection(pool.name(), &backend.label);
+        let failures = pool
+            .config
+            .passive
+            .as_ref()
+            .map_or(0, |p| p.consecutive_failures);
+        log::warn!(
+            "upstream {}: server {} ejected for {:?} after {failures} failed requests in a row (ejection {} in a row)",
+            pool.name(),
+            backend.label,
+            ejection.duration,
+            ejection.streak,
+        );
+    }
+    ctx.outcome_recorded = true;
+}
+
+/// What a server's answer with `status` tells passive health.
+pub(crate) fn outcome_of_status(cfg: &Upstream, status: u16) -> Outcome {
+    match &cfg.passive {
+        Some(p) if p.failure_statuses.contains(&status) => Outcome::Failure,
+        _ => Outcome::Success,
+    }
 }
 
 /// The bytes `consistent_hash` hashes for this request.

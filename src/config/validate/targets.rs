@@ -208,10 +208,20 @@ pub(super) fn check_upstream(c: &mut Checker, name: &str, u: &file::UpstreamSect
         u.idle_timeout.as_deref(),
         DEFAULT_IDLE_TIMEOUT,
     );
+    let websocket_idle_timeout = c.duration(
+        p.key("websocket_idle_timeout"),
+        u.websocket_idle_timeout.as_deref(),
+        DEFAULT_WEBSOCKET_IDLE_TIMEOUT,
+    );
+    let passive = u
+        .passive
+        .as_ref()
+        .map(|s| check_passive(c, &p.key("passive"), s));
     for (key, d) in [
         ("connect_timeout", connect_timeout),
         ("read_timeout", read_timeout),
         ("write_timeout", write_timeout),
+        ("websocket_idle_timeout", websocket_idle_timeout),
     ] {
         if d.is_zero() {
             c.problem(p.key(key), "must be more than zero");
@@ -227,7 +237,64 @@ pub(super) fn check_upstream(c: &mut Checker, name: &str, u: &file::UpstreamSect
         write_timeout,
         idle_timeout,
         retries,
+        websocket_idle_timeout,
         health,
+        passive,
+    }
+}
+
+fn check_passive(c: &mut Checker, p: &KeyPath, s: &file::PassiveSection) -> PassiveHealth {
+    let consecutive_failures = c.positive(
+        p.key("consecutive_failures"),
+        s.consecutive_failures,
+        DEFAULT_CONSECUTIVE_FAILURES,
+    );
+    let failure_statuses = match &s.failure_statuses {
+        None => DEFAULT_FAILURE_STATUSES.to_vec(),
+        Some(list) => {
+            if list.is_empty() {
+                c.problem(
+                    p.key("failure_statuses"),
+                    "must name at least one status (connect errors and timeouts always count)",
+                );
+            }
+            let mut statuses = Vec::with_capacity(list.len());
+            for (i, &n) in list.iter().enumerate() {
+                match u16::try_from(n) {
+                    Ok(status) if (400..=599).contains(&status) => statuses.push(status),
+                    _ => c.problem(
+                        p.key("failure_statuses").index(i),
+                        format!("must be an error status between 400 and 599, got {n}"),
+                    ),
+                }
+            }
+            statuses
+        }
+    };
+    let eject_for = c.duration(
+        p.key("eject_for"),
+        s.eject_for.as_deref(),
+        DEFAULT_EJECT_FOR,
+    );
+    if eject_for.is_zero() {
+        c.problem(p.key("eject_for"), "must be more than zero");
+    }
+    let max_ejected_percent = match s.max_ejected_percent {
+        None => DEFAULT_MAX_EJECTED_PERCENT,
+        Some(n) if (0..=100).contains(&n) => n as u32,
+        Some(n) => {
+            c.problem(
+                p.key("max_ejected_percent"),
+                format!("must be between 0 and 100, got {n}"),
+            );
+            DEFAULT_MAX_EJECTED_PERCENT
+        }
+    };
+    PassiveHealth {
+        consecutive_failures,
+        failure_statuses,
+        eject_for,
+        max_ejected_percent,
     }
 }
 

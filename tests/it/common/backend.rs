@@ -33,6 +33,8 @@ pub enum Mode {
     NeverAnswer,
     /// Read the request and close the connection without a byte of answer.
     CloseWithoutAnswer,
+    /// Answer at once with this status (and the usual JSON echo).
+    Status(u16),
 }
 
 /// One request as the backend received it.
@@ -191,6 +193,11 @@ impl Backend {
         self.set_health_status(if healthy { 200 } else { 500 });
     }
 
+    /// Switches how requests other than `/health` are answered.
+    pub fn set_mode(&self, mode: Mode) {
+        *lock(&self.shared.mode) = mode;
+    }
+
     pub fn set_health_status(&self, status: u16) {
         self.shared.health_status.store(status, Ordering::SeqCst);
     }
@@ -336,8 +343,10 @@ async fn serve(mut stream: TcpStream, shared: Arc<Shared>) {
             )
         } else {
             let mode = *lock(&shared.mode);
+            let mut status = 200;
             match mode {
                 Mode::Normal => {}
+                Mode::Status(s) => status = s,
                 Mode::Slow(d) => tokio::time::sleep(d).await,
                 Mode::NeverAnswer => std::future::pending::<()>().await,
                 Mode::CloseWithoutAnswer => return,
@@ -346,7 +355,7 @@ async fn serve(mut stream: TcpStream, shared: Arc<Shared>) {
             headers.extend(shared.response_headers.iter().cloned());
             let body = echo(&shared.name, &req);
             response(
-                200,
+                status,
                 "application/json",
                 &headers,
                 &body,

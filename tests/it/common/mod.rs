@@ -42,6 +42,7 @@ pub mod load;
 pub mod raw;
 pub mod serial;
 pub mod tls;
+pub mod websocket;
 
 use std::collections::HashSet;
 use std::future::Future;

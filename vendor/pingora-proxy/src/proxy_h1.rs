@@ -150,6 +150,8 @@ where
             TASK_BUFFER_SIZE
         };
         session.response_budget = budget.clone();
+        // Gatehouse patch: the upstream timeouts of an upgraded connection.
+        let upgraded_timeout = self.inner.upgraded_timeout(session, ctx);
         let (tx_upstream, rx_upstream) = mpsc::channel::<HttpTask>(pipe_tasks);
         let (tx_downstream, rx_downstream) = mpsc::channel::<HttpTask>(TASK_BUFFER_SIZE);
 
@@ -170,7 +172,14 @@ where
                 &mut downstream_custom_message_reader,
                 pipe_state.clone(),
             ),
-            self.proxy_handle_upstream(client_session, tx_upstream, rx_downstream, pipe_state, budget),
+            self.proxy_handle_upstream(
+                client_session,
+                tx_upstream,
+                rx_downstream,
+                pipe_state,
+                budget,
+                upgraded_timeout,
+            ),
         );
 
         if let Some(custom_session) = session.downstream_session.as_custom_mut() {
@@ -263,6 +272,7 @@ where
         mut rx: mpsc::Receiver<HttpTask>,
         pipe_state: Arc<AtomicU8>,
         budget: Option<Arc<crate::response_budget::ResponseBudget>>,
+        upgraded_timeout: Option<Duration>,
     ) -> Result<bool>
     where
         SV: ProxyHttp + Send + Sync,
@@ -284,6 +294,11 @@ where
                             if !upgraded && client_session.was_upgraded() {
                                 // upgrade can only happen once
                                 upgraded = true;
+                                // Gatehouse patch: an upgraded connection has its own timeouts.
+                                if let Some(t) = upgraded_timeout {
+                                    client_session.read_timeout = Some(t);
+                                    client_session.write_timeout = Some(t);
+                                }
                                 if send_error.is_none() {
                                     // continue receiving from downstream after body mode change
                                     request_done = false;

@@ -134,6 +134,15 @@ pub trait ProxyHttp {
         None
     }
 
+    /// Gatehouse patch: the read and write timeout of the upstream connection
+    /// once the server answered 101 and the connection was upgraded, in place
+    /// of the peer's `read_timeout` and `write_timeout` (which still bound the
+    /// wait for the 101 itself). Called once per attempt, before the request
+    /// goes upstream. `None` (the default) keeps the peer's timeouts.
+    fn upgraded_timeout(&self, _session: &Session, _ctx: &Self::CTX) -> Option<Duration> {
+        None
+    }
+
     /// Gatehouse patch: called when a downstream request head could not be read,
     /// before any [Session] exists, in place of Pingora's own answer.
     ///
