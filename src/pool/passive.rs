@@ -13,6 +13,10 @@
 //! the pool has more than one (a single-server pool is never ejected: there
 //! would be nothing left to send to), and 0 % disables ejection.
 //!
+//! The last server in rotation is never ejected: servers that active checks
+//! took out count as out too (unlike Envoy's cap, which counts only ejected
+//! ones and can leave a pool with nothing to send to).
+//!
 //! Ejection is separate from active health: a server returns when its time is
 //! up, and selection skips a server that is ejected or unhealthy. The state
 //! lives in [`Backend`] atomics, so it survives reloads like health does.
@@ -120,7 +124,17 @@ impl Pool {
             .iter()
             .filter(|b| b.is_ejected_at(now))
             .count();
-        if ejected >= max_ejected(self.backends.len(), passive.max_ejected_percent) {
+        // Servers out of rotation for either reason: the last one in rotation
+        // is never ejected (a pool of two with one failing its active checks
+        // keeps serving from the other, as a cloud balancer fails open).
+        let out = self
+            .backends
+            .iter()
+            .filter(|b| b.is_ejected_at(now) || !b.is_healthy())
+            .count();
+        if ejected >= max_ejected(self.backends.len(), passive.max_ejected_percent)
+            || out + 1 >= self.backends.len()
+        {
             return None;
         }
         // Time in rotation since the last return takes doublings back.
@@ -205,6 +219,25 @@ mod tests {
         let times: Vec<u64> = (1..=6).map(|s| ejection_time(base, s).as_secs()).collect();
         assert_eq!(times, vec![30, 60, 120, 240, 300, 300]);
         assert_eq!(ejection_time(base, u32::MAX).as_secs(), 300);
+    }
+
+    #[test]
+    fn the_last_server_in_rotation_is_never_ejected() {
+        let p = pool(2, 50);
+        p.backends[0].set_healthy(false);
+        assert!(
+            fail(&p, 1, 5).is_none(),
+            "the other server is unhealthy: ejecting this one leaves nothing"
+        );
+        let healthy = pool(2, 50);
+        assert!(
+            fail(&healthy, 1, 3).is_some(),
+            "with the other in rotation it goes"
+        );
+        let all = pool(3, 100);
+        assert!(fail(&all, 0, 3).is_some());
+        assert!(fail(&all, 1, 3).is_some());
+        assert!(fail(&all, 2, 3).is_none(), "even at 100 %, one stays");
     }
 
     #[test]

@@ -5,9 +5,12 @@
 
 use pingora::http::RequestHeader;
 
-/// Bytes of the request line and headers as received (approximately: the
-/// request line is rebuilt from the parsed parts).
-pub(crate) fn head_size(req: &RequestHeader) -> u64 {
+/// Bytes of the request line and headers: exact on HTTP/1 (the raw head),
+/// rebuilt from the parsed parts on HTTP/2.
+pub(crate) fn head_size(req: &RequestHeader, raw: Option<&[u8]>) -> u64 {
+    if let Some(raw) = raw {
+        return raw.len() as u64;
+    }
     let target = req.uri.path_and_query().map_or(1, |p| p.as_str().len())
         + req.uri.authority().map_or(0, |a| a.as_str().len());
     let line = req.method.as_str().len() + target + 12;
@@ -80,23 +83,27 @@ fn target_problem(target: &[u8]) -> Option<&'static str> {
     None
 }
 
-/// [`framing_problem`] on raw HTTP/1 head bytes.
+/// [`framing_problem`] on raw HTTP/1 head bytes: one pass over the line ends.
 fn raw_framing_problem(raw: &[u8]) -> Option<&'static str> {
-    let mut prev = 0u8;
-    for &b in raw {
-        if b == b'\n' && prev != b'\r' {
+    let names_at = |start: usize, name: &[u8]| {
+        raw.get(start..start + name.len())
+            .is_some_and(|n| n.eq_ignore_ascii_case(name))
+            && raw.get(start + name.len()) == Some(&b':')
+    };
+    let (mut length, mut coding) = (false, false);
+    let mut line_start = 0;
+    for end in memchr::memchr_iter(b'\n', raw) {
+        if end == 0 || raw[end - 1] != b'\r' {
             return Some("a line ended by a bare LF");
         }
-        prev = b;
+        match raw.get(line_start) {
+            Some(b'c' | b'C') => length |= names_at(line_start, b"content-length"),
+            Some(b't' | b'T') => coding |= names_at(line_start, b"transfer-encoding"),
+            _ => {}
+        }
+        line_start = end + 1;
     }
-    let has = |name: &[u8]| {
-        raw.split(|&b| b == b'\n').any(|line| {
-            line.len() > name.len()
-                && line[..name.len()].eq_ignore_ascii_case(name)
-                && line[name.len()] == b':'
-        })
-    };
-    if has(b"content-length") && has(b"transfer-encoding") {
+    if length && coding {
         return Some("both Content-Length and Transfer-Encoding");
     }
     None

@@ -97,7 +97,7 @@ fn framing(req: &Request<'_>, _: &Snapshot, _: &mut Ctx) -> Decision {
 
 /// A head over `max_header_size`: 431.
 fn head_size(req: &Request<'_>, snapshot: &Snapshot, _: &mut Ctx) -> Decision {
-    if framing::head_size(req.head) > snapshot.config.server.max_header_size {
+    if framing::head_size(req.head, req.raw) > snapshot.config.server.max_header_size {
         Decision::error(431)
     } else {
         Decision::Continue
