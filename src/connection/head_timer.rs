@@ -34,7 +34,11 @@ enum Phase {
 
 pub(crate) struct HeadTimer {
     timeout: Duration,
-    sleep: Pin<Box<Sleep>>,
+    /// When the head being received must be complete.
+    deadline: Instant,
+    /// Armed only when a read has to wait in the middle of a head: a head
+    /// that arrives whole (the usual keep-alive request) costs no timer.
+    sleep: Option<Pin<Box<Sleep>>>,
     phase: Phase,
     /// Line ends in a row (an empty line ends the head).
     line_ends: u8,
@@ -44,7 +48,8 @@ impl HeadTimer {
     pub(crate) fn new(timeout: Duration) -> Self {
         HeadTimer {
             timeout,
-            sleep: Box::pin(tokio::time::sleep(timeout)),
+            deadline: Instant::now() + timeout,
+            sleep: None,
             phase: Phase::Head,
             line_ends: 0,
         }
@@ -60,24 +65,42 @@ impl HeadTimer {
         if self.phase == Phase::Idle {
             self.phase = Phase::Head;
             self.line_ends = 0;
-            self.sleep.as_mut().reset(Instant::now() + self.timeout);
+            self.deadline = Instant::now() + self.timeout;
         }
         if self.phase != Phase::Head {
             return;
         }
-        for &b in data {
-            match b {
-                b'\n' => {
-                    self.line_ends += 1;
-                    if self.line_ends == 2 {
-                        self.phase = Phase::AfterHead;
-                        return;
-                    }
-                }
-                b'\r' => {}
-                _ => self.line_ends = 0,
+        let only_cr = |segment: &[u8]| segment.iter().all(|&b| b == b'\r');
+        let mut line_start = 0;
+        for end in memchr::memchr_iter(b'\n', data) {
+            if !only_cr(&data[line_start..end]) {
+                self.line_ends = 0;
             }
+            self.line_ends += 1;
+            if self.line_ends == 2 {
+                self.phase = Phase::AfterHead;
+                // Nothing to wait for until the next head: no timer is kept.
+                self.sleep = None;
+                return;
+            }
+            line_start = end + 1;
         }
+        if !only_cr(&data[line_start..]) {
+            self.line_ends = 0;
+        }
+    }
+
+    /// A read has to wait: whether the head's deadline has passed (the timer
+    /// wakes the task when it does).
+    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        let deadline = self.deadline;
+        let sleep = self
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if sleep.deadline() != deadline {
+            sleep.as_mut().reset(deadline);
+        }
+        sleep.as_mut().poll(cx).is_ready()
     }
 }
 
@@ -103,18 +126,20 @@ impl AsyncRead for GuardedIo {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        if let Some(head) = this.head.as_mut().filter(|h| h.phase == Phase::Head) {
-            if head.sleep.as_mut().poll(cx).is_ready() {
+        let before = buf.filled().len();
+        let res = Pin::new(&mut this.inner).poll_read(cx, buf);
+        let Some(head) = this.head.as_mut() else {
+            return res;
+        };
+        match res {
+            Poll::Ready(Ok(())) => head.on_read(&buf.filled()[before..]),
+            Poll::Pending if head.phase == Phase::Head && head.expired(cx) => {
                 return Poll::Ready(Err(io::Error::new(
                     io::ErrorKind::TimedOut,
                     "request head not received within header_timeout",
                 )));
             }
-        }
-        let before = buf.filled().len();
-        let res = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if let (Poll::Ready(Ok(())), Some(head)) = (&res, this.head.as_mut()) {
-            head.on_read(&buf.filled()[before..]);
+            _ => {}
         }
         res
     }

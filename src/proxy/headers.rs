@@ -69,6 +69,10 @@ pub fn client_ip(peer: Option<IpAddr>, xff: Option<&[u8]>, trusted: &[IpNet]) ->
 }
 
 /// Sets the forwarding headers on the request sent upstream.
+///
+/// Names are given as `&'static str` in their usual spelling, which Pingora's
+/// case-preserving header map takes without looking a title case up and
+/// copying it; values that are fixed are static.
 pub fn set_forwarding(
     req: &mut RequestHeader,
     client: Option<IpAddr>,
@@ -78,24 +82,40 @@ pub fn set_forwarding(
     request_id: &str,
 ) -> pingora::Result<()> {
     if let Some(ip) = client {
-        req.insert_header(X_REAL_IP, ip.to_string())?;
+        req.insert_header("X-Real-IP", ip_value(ip, None))?;
     }
     if let Some(peer) = peer {
-        let xff = match req.headers.get(&X_FORWARDED_FOR).map(|v| v.as_bytes()) {
-            Some(prev) if !prev.is_empty() => format!("{}, {peer}", String::from_utf8_lossy(prev)),
-            _ => peer.to_string(),
-        };
-        req.insert_header(X_FORWARDED_FOR, xff)?;
+        let prev = req
+            .headers
+            .get(&X_FORWARDED_FOR)
+            .map(|v| v.as_bytes())
+            .filter(|v| !v.is_empty());
+        req.insert_header("X-Forwarded-For", ip_value(peer, prev))?;
     }
-    req.insert_header(X_FORWARDED_PROTO, if tls { "https" } else { "http" })?;
+    let proto = if tls { "https" } else { "http" };
+    req.insert_header("X-Forwarded-Proto", HeaderValue::from_static(proto))?;
     match host {
-        Some(h) => req.insert_header(X_FORWARDED_HOST, h)?,
+        Some(h) => req.insert_header("X-Forwarded-Host", h)?,
         None => {
             req.remove_header(&X_FORWARDED_HOST);
         }
     }
-    req.insert_header(X_REQUEST_ID, request_id)?;
+    req.insert_header("X-Request-Id", request_id)?;
     Ok(())
+}
+
+/// `ip` as a header value, after `prev, ` when there is a previous list.
+fn ip_value(ip: IpAddr, prev: Option<&[u8]>) -> HeaderValue {
+    use std::io::Write;
+    let mut buf = Vec::with_capacity(prev.map_or(0, |p| p.len() + 2) + 39);
+    if let Some(prev) = prev {
+        buf.extend_from_slice(prev);
+        buf.extend_from_slice(b", ");
+    }
+    // Writing to a Vec cannot fail, and an IP address is always a valid value.
+    let _ = write!(buf, "{ip}");
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(buf))
+        .unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
 /// Adds `[headers]`, HSTS (HTTPS only) and the request id to a response,
