@@ -353,7 +353,9 @@ impl HttpSession {
                             req.method.unwrap_or(""),
                             // we path httparse to allow unsafe bytes in the str
                             req.path.unwrap_or("").as_bytes(),
-                            Some(req.headers.len()),
+                            // Gatehouse patch: room for the headers a proxy adds
+                            // (forwarding headers), so the maps are not regrown.
+                            Some(req.headers.len() + PROXY_HEADER_ROOM),
                         )?);
 
                         request_header.set_version(match req.version {
@@ -1766,6 +1768,10 @@ static REQUEST_LINE_REGEX: Lazy<Regex> =
 // the chars httparse considers illegal in URL
 // Almost https://url.spec.whatwg.org/#query-percent-encode-set + {}
 const URI_ESC_CHARSET: &AsciiSet = &CONTROLS.add(b' ').add(b'<').add(b'>').add(b'"');
+
+/// Gatehouse patch: header slots reserved beyond the parsed ones in a request
+/// header, for the headers a proxy adds before forwarding it.
+const PROXY_HEADER_ROOM: usize = 8;
 
 /// Gatehouse patch: whether request lines httparse rejects are percent-encoded and parsed
 /// again (upstream Pingora's behaviour) instead of refused with 400.
