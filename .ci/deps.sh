@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
-# Installs the system packages Gatehouse needs on a fresh Debian machine:
-# cmake (Pingora's zlib-ng build) to build and run; to test: nginx (the load
-# benchmark's generated Nginx config is checked with `nginx -t`), haproxy and
-# curl (the PROXY protocol tests send through them), and chromium (the CORS
-# test runs a real browser headless: tests/it/cors_browser.rs).
+# Installs the system packages Gatehouse needs on a fresh Debian machine.
+#   bash .ci/deps.sh          to build and run: cmake (Pingora's zlib-ng build)
+#   bash .ci/deps.sh --test   and to test: nginx (the load benchmark's generated
+#                             Nginx config is checked with `nginx -t`), haproxy
+#                             and curl (PROXY protocol tests), chromium (the CORS
+#                             test runs a real browser headless)
 set -euo pipefail
 missing=()
 need() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || missing+=("${2:-$1}"); }
 need cmake
-need nginx
-need haproxy
-need curl
-command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || missing+=(chromium)
+if [ "${1:-}" = "--test" ]; then
+  need nginx
+  need haproxy
+  need curl
+  command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || missing+=(chromium)
+fi
 if [ ${#missing[@]} -gt 0 ]; then
   SUDO=""
   [ "$(id -u)" -ne 0 ] && SUDO="sudo"

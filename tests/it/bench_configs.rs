@@ -1,6 +1,6 @@
 //! The load benchmark's config generator (`benches/load/gen_configs.py`)
 //! writes a Gatehouse config that the real binary accepts, and an Nginx
-//! config that `nginx -t` accepts (`.ci/deps.sh` installs Nginx).
+//! config that `nginx -t` accepts (`.ci/deps.sh --test` installs Nginx).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -128,7 +128,7 @@ fn generated_configs_are_valid() {
 
         assert!(
             nginx_on_path(),
-            "nginx is not installed: `bash .ci/deps.sh` installs it (the generated Nginx config is checked with `nginx -t`)"
+            "nginx is not installed: `bash .ci/deps.sh --test` installs it (the generated Nginx config is checked with `nginx -t`)"
         );
         for conf in ["nginx.conf", "backend.conf"] {
             let out = Command::new("nginx")

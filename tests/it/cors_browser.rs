@@ -4,7 +4,7 @@
 //! same Gatehouse) and writes each outcome into the DOM, which the test reads
 //! with `--dump-dom`. The browser, not the test, decides what is allowed.
 //!
-//! Needs `chromium` (installed by `.ci/deps.sh`); the test fails with that
+//! Needs `chromium` (installed by `.ci/deps.sh --test`); the test fails with that
 //! advice when it is missing. `CHROMIUM=/path/to/chrome` picks another binary.
 
 use crate::common;
@@ -110,7 +110,7 @@ fn chromium() -> PathBuf {
     }
     panic!(
         "chromium is missing: this test runs CORS in a real browser. Install it with \
-         `bash .ci/deps.sh` (apt-get install chromium) or set CHROMIUM=/path/to/chrome"
+         `bash .ci/deps.sh --test` (apt-get install chromium) or set CHROMIUM=/path/to/chrome"
     );
 }
 

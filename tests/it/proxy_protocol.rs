@@ -55,7 +55,7 @@ async fn haproxy(to: SocketAddr) -> Haproxy {
     let binary = ["/usr/sbin/haproxy", "haproxy"]
         .into_iter()
         .find(|b| Command::new(b).arg("-v").output().is_ok())
-        .expect("haproxy is not installed: `bash .ci/deps.sh` installs it");
+        .expect("haproxy is not installed: `bash .ci/deps.sh --test` installs it");
     let dir = tempfile::tempdir().unwrap();
     let port = common::free_port();
     let config = format!(
@@ -92,7 +92,9 @@ async fn curl(args: Vec<String>) -> Result<String, String> {
             .args(["-sS", "-k", "--max-time", "10"])
             .args(&args)
             .output()
-            .map_err(|e| format!("curl is not installed ({e}): `bash .ci/deps.sh` installs it"))?;
+            .map_err(|e| {
+                format!("curl is not installed ({e}): `bash .ci/deps.sh --test` installs it")
+            })?;
         if out.status.success() {
             Ok(String::from_utf8_lossy(&out.stdout).into_owned())
         } else {
