@@ -696,9 +696,9 @@ async fn bad_chunked_body_never_completes_upstream() {
     }
 }
 
-/// `Content-Length: 5,5` (a list) is not refused like two `Content-Length`
-/// lines are: Pingora accepts it and Gatehouse forwards the value verbatim,
-/// leaving it to each backend to decide how long the body is.
+/// `Content-Length: 5,5` (a list) is refused like two `Content-Length` lines
+/// are. Pingora accepts it, and Gatehouse once forwarded the value verbatim,
+/// leaving each backend to decide how long the body is.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn content_length_list_gets_400() {
     let sink = Sink::start().await;
@@ -717,9 +717,9 @@ async fn content_length_list_gets_400() {
     refused(&gh, &sink, 400, &cases).await;
 }
 
-/// `Transfer-Encoding: gzip, chunked` reaches the backend as
-/// `Transfer-Encoding: chunked`: the gzip coding is dropped, not decoded, so
-/// the backend reads compressed bytes as the plain body.
+/// `Transfer-Encoding: gzip, chunked` is refused. Pingora would send it on
+/// as `Transfer-Encoding: chunked`, the gzip coding dropped, not decoded, so
+/// the backend would read compressed bytes as the plain body.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_transfer_coding_is_refused() {
     let sink = Sink::start().await;
