@@ -24,6 +24,7 @@
 #   ONLY [both]   gatehouse | nginx | both
 #   TOP [40]      lines of the annotation printed with --annotate
 #   NO_BUILD [0]  1: use the existing release binary
+#   REQ_PATH [/api/hello]  /static/1k.txt counts a static 1 KiB file instead (Gatehouse only)
 #   OUT [target/bench-instructions]   result directory (result.md, result.json, callgrind files)
 #   CARGO_TARGET_DIR                   where the release binary is built (default target/)
 set -euo pipefail
@@ -38,6 +39,9 @@ COUNT="${COUNT:-2000}"
 ONLY="${ONLY:-both}"
 TOP="${TOP:-40}"
 NO_BUILD="${NO_BUILD:-0}"
+# What each request asks for: /api/hello (proxied) or /static/1k.txt (a 1 KiB
+# static file, Gatehouse only: the Nginx side always proxies).
+REQ_PATH="${REQ_PATH:-/api/hello}"
 ANNOTATE=0
 for arg in "$@"; do
   case "$arg" in
@@ -73,6 +77,7 @@ fi
 # ---------------------------------------------------------------- work dir, cleanup
 mkdir -p "$OUT"
 WORK="$(mktemp -d /tmp/gatehouse-instr.XXXXXX)"
+mkdir -p "$WORK/site" && head -c 1024 /dev/zero | tr "\\0" "a" > "$WORK/site/1k.txt"
 PIDS=()
 cleanup() {
   local rc=$?
@@ -149,6 +154,14 @@ redirect_to_https = false
 prefix = "/api/"
 upstream = "backend"
 strip_prefix = true
+
+[[route]]
+prefix = "/static/"
+static = "site"
+strip_prefix = true
+
+[static.site]
+root = "$WORK/site"
 
 [upstream.backend]
 servers = ["127.0.0.1:$BACKEND_PORT"]
@@ -268,7 +281,7 @@ stop_proxy() {
 }
 
 client() {  # n
-  python3 "$HERE/client.py" 127.0.0.1 "$PROXY_PORT" /api/hello "$1" >/dev/null
+  python3 "$HERE/client.py" 127.0.0.1 "$PROXY_PORT" "$REQ_PATH" "$1" >/dev/null
 }
 
 # measure NAME: sets PER_REQUEST (instructions per request); leaves the totals in $OUT
