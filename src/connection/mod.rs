@@ -32,7 +32,7 @@ use pingora::protocols::l4::stream::Stream as L4Stream;
 use pingora::protocols::{GetSocketDigest, Peek, Stream, UniqueID, ALPN};
 use pingora::server::ShutdownWatch;
 
-use crate::state::State;
+use crate::state::{Snapshot, State};
 use head_timer::HeadTimer;
 use per_ip::PerIp;
 
@@ -45,8 +45,8 @@ struct Limits {
 }
 
 impl Limits {
-    fn current(state: &State) -> Limits {
-        let server = &state.current().config.server;
+    fn of(snapshot: &Snapshot) -> Limits {
+        let server = &snapshot.config.server;
         Limits {
             max_connections_per_ip: server.max_connections_per_ip,
             header_timeout: server.header_timeout,
@@ -99,11 +99,10 @@ pub(crate) struct PreTls {
 /// On a listener with `proxy_protocol = true`: refuses peers that are not
 /// trusted proxies, reads their PROXY header and makes its source the
 /// connection's client address.
-async fn take_proxy_header<S>(state: &State, stream: &mut S, tls: bool) -> pingora::Result<()>
+async fn take_proxy_header<S>(snapshot: &Snapshot, stream: &mut S, tls: bool) -> pingora::Result<()>
 where
     S: tokio::io::AsyncRead + GetSocketDigest + UniqueID + Unpin + ?Sized,
 {
-    let snapshot = state.current();
     let config = &snapshot.config;
     let expected = if tls {
         config.https.as_ref().is_some_and(|h| h.proxy_protocol)
@@ -138,8 +137,11 @@ where
 #[async_trait]
 impl PreTlsProcess for PreTls {
     async fn process(&self, stream: &mut L4Stream) -> pingora::Result<()> {
-        take_proxy_header(&self.state, stream, true).await?;
-        let limits = Limits::current(&self.state);
+        // One config snapshot for the whole check (held only this long).
+        let snapshot = self.state.current();
+        take_proxy_header(&snapshot, stream, true).await?;
+        let limits = Limits::of(&snapshot);
+        drop(snapshot);
         let ip = peer_ip(&*stream);
         if let (Some(ip), Some(cap)) = (ip, limits.max_connections_per_ip) {
             if self.per_ip.count(ip) >= cap {
@@ -173,14 +175,19 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
         let mut stream = stream;
-        // TLS connections had theirs read before the handshake (PreTls).
-        if stream.get_ssl_digest().is_none() {
-            if let Err(e) = take_proxy_header(&self.state, &mut *stream, false).await {
-                log::debug!("connection closed: {e}");
-                return None;
+        // One config snapshot for the checks, not held for the connection's
+        // life (an old config would stay alive after a reload).
+        let limits = {
+            let snapshot = self.state.current();
+            // TLS connections had theirs read before the handshake (PreTls).
+            if stream.get_ssl_digest().is_none() {
+                if let Err(e) = take_proxy_header(&snapshot, &mut *stream, false).await {
+                    log::debug!("connection closed: {e}");
+                    return None;
+                }
             }
-        }
-        let limits = Limits::current(&self.state);
+            Limits::of(&snapshot)
+        };
         let ip = peer_ip(&*stream);
         let slot = match ip {
             Some(ip) => match self.per_ip.acquire(ip, limits.max_connections_per_ip) {
