@@ -74,19 +74,35 @@ pub(crate) async fn send_error_with(
     status: u16,
     extra: &[(http::HeaderName, String)],
 ) -> pingora::Result<()> {
-    let mut header = ResponseHeader::build(status, Some(4))?;
+    let header = error_header(status, extra)?;
+    if closes(status) {
+        session.set_keepalive(None);
+    }
+    let body = error_body(status, Some(&ctx.request_id));
+    send_body(session, ctx, header, body).await
+}
+
+/// Whether an error answer closes the connection: after these the rest of
+/// the request cannot be trusted to be framed as we think.
+fn closes(status: u16) -> bool {
+    matches!(status, 400 | 413 | 431)
+}
+
+/// The header of a JSON error answer, before its length and decoration.
+fn error_header(
+    status: u16,
+    extra: &[(http::HeaderName, String)],
+) -> pingora::Result<ResponseHeader> {
+    let mut header = ResponseHeader::build(status, Some(extra.len() + 5))?;
     header.insert_header(http::header::CONTENT_TYPE, "application/json")?;
     header.insert_header(http::header::CACHE_CONTROL, "no-store")?;
     for (name, value) in extra {
         header.insert_header(name.clone(), value.as_str())?;
     }
-    if status == 400 || status == 413 || status == 431 {
-        // The rest of the request cannot be trusted to be framed as we think.
+    if closes(status) {
         header.insert_header(http::header::CONNECTION, "close")?;
-        session.set_keepalive(None);
     }
-    let body = error_body(status, Some(&ctx.request_id));
-    send_body(session, ctx, header, body).await
+    Ok(header)
 }
 
 /// Writes a 301 to `location`.
@@ -127,10 +143,7 @@ pub(crate) async fn send_unparsed_head_error(session: &mut ServerSession, snapsh
         .map(|s| s.version.to_string());
     let body = error_body(400, Some(&request_id));
     let header = (|| -> pingora::Result<ResponseHeader> {
-        let mut header = ResponseHeader::build(400, Some(6))?;
-        header.insert_header(http::header::CONTENT_TYPE, "application/json")?;
-        header.insert_header(http::header::CACHE_CONTROL, "no-store")?;
-        header.insert_header(http::header::CONNECTION, "close")?;
+        let mut header = error_header(400, &[])?;
         header.insert_header(http::header::CONTENT_LENGTH, body.len())?;
         headers::decorate(&mut header, &snapshot.config, tls.is_some(), &request_id)?;
         Ok(header)
