@@ -1,6 +1,7 @@
 //! Background services over the live state: the health checks of the
 //! current pools (restarted on every reload), the reporter of servers that
-//! passive health lets back in, and the rate-limit janitor.
+//! passive health lets back in, the rate-limit janitor, and the sampler of
+//! the status page's rates.
 //! They read [`State`]; the pool and limiter modules do not, so the live
 //! state depends on them and never the other way round.
 
@@ -191,6 +192,24 @@ impl BackgroundService for LimiterJanitor {
                         limiter.evict_idle();
                     }
                 }
+            }
+        }
+    }
+}
+
+/// Samples the counters behind the status page's rates once a second (see
+/// [`crate::status::rates`]); runs only with an admin listener.
+pub(crate) struct StatusSampler;
+
+#[async_trait]
+impl BackgroundService for StatusSampler {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut ticker = tokio::time::interval(crate::status::rates::SAMPLE_EVERY);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = ticker.tick() => crate::status::rates::sample(),
             }
         }
     }

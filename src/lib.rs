@@ -69,5 +69,7 @@ pub(crate) mod metrics;
 pub(crate) mod access_log;
 /// The operational log: client events demoted and counted, floods held back.
 pub mod logging;
-/// The admin listener: `/metrics`, `/healthz`, `/readyz`.
+/// The admin listener: `/metrics`, `/healthz`, `/readyz`, `/status`.
 pub(crate) mod admin;
+/// The status page: `/status` (HTML) and `/status.json`.
+pub(crate) mod status;

@@ -22,7 +22,7 @@ use pingora::server::{RunArgs, Server};
 use pingora::services::listening::Service;
 
 use crate::admin::AdminApp;
-use crate::background::{EjectionReporter, HealthService, LimiterJanitor};
+use crate::background::{EjectionReporter, HealthService, LimiterJanitor, StatusSampler};
 use crate::config::Config;
 use crate::connection::{Guarded, Lingering};
 use crate::lifecycle::{pid_file, signals};
@@ -132,9 +132,15 @@ pub(crate) fn build(
     server.add_service(proxy);
 
     if let Some(addr) = admin {
-        let mut admin_service = Service::new("admin".to_string(), AdminApp);
+        let mut admin_service = Service::new(
+            "admin".to_string(),
+            AdminApp {
+                state: state.clone(),
+            },
+        );
         admin_service.add_tcp(&addr.to_string());
         server.add_service(admin_service);
+        server.add_service(background_service("status sampler", StatusSampler));
     }
     server.add_service(background_service(
         "health checks",

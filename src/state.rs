@@ -8,7 +8,8 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
@@ -73,6 +74,19 @@ pub struct State {
     pub(crate) reload_lock: Mutex<()>,
     /// [`State::files_fingerprint`] as the last load or reload attempt saw it.
     pub(crate) loaded_fingerprint: AtomicU64,
+    /// When the process loaded its config (for the uptime).
+    pub(crate) started: (SystemTime, Instant),
+    /// When the running config was loaded, and the last reload attempt.
+    pub(crate) reloads: Mutex<ReloadRecord>,
+}
+
+/// The config's load and reload times, for the status page.
+#[derive(Debug, Clone)]
+pub struct ReloadRecord {
+    /// When the running config was loaded (start-up or the last good reload).
+    pub loaded_at: SystemTime,
+    /// The last reload attempt, if any: when, and its error if it failed.
+    pub last_attempt: Option<(SystemTime, Option<String>)>,
 }
 
 impl State {
@@ -100,6 +114,11 @@ impl State {
             config_path: config_path.to_path_buf(),
             reload_lock: Mutex::new(()),
             loaded_fingerprint: AtomicU64::new(fingerprint),
+            started: (SystemTime::now(), Instant::now()),
+            reloads: Mutex::new(ReloadRecord {
+                loaded_at: SystemTime::now(),
+                last_attempt: None,
+            }),
         }))
     }
 
@@ -120,5 +139,28 @@ impl State {
 
     pub fn config_path(&self) -> &Path {
         &self.config_path
+    }
+
+    /// When the process started (wall clock) and how long ago.
+    pub fn started(&self) -> (SystemTime, std::time::Duration) {
+        (self.started.0, self.started.1.elapsed())
+    }
+
+    /// The config's load time and the last reload attempt.
+    pub fn reload_record(&self) -> ReloadRecord {
+        self.reloads
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Notes a reload attempt: `error` is `None` when it was applied.
+    pub(crate) fn note_reload(&self, error: Option<String>) {
+        let now = SystemTime::now();
+        let mut record = self.reloads.lock().unwrap_or_else(PoisonError::into_inner);
+        if error.is_none() {
+            record.loaded_at = now;
+        }
+        record.last_attempt = Some((now, error));
     }
 }

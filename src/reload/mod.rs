@@ -59,10 +59,12 @@ impl State {
                     log::warn!("reload: {item} changed; this takes a binary upgrade (run -u) and is ignored");
                 }
                 log::info!("reload: config {} applied", self.config_path.display());
+                self.note_reload(None);
                 metrics::record_reload(true);
             }
             Err(errors) => {
                 log::error!("reload rejected, the running config stays:\n{errors}");
+                self.note_reload(Some(errors.to_string()));
                 metrics::record_reload(false);
             }
         }

@@ -112,12 +112,82 @@ fn warn_if_world_readable(key: &Path) {
     }
 }
 
+/// What the status page shows of one loaded certificate (its leaf).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertInfo {
+    /// The PEM file it was loaded from.
+    pub file: PathBuf,
+    /// Served when no SNI certificate matches.
+    pub default: bool,
+    /// DNS names and IP addresses of the subject alternative names, or the
+    /// subject's common name when it has none.
+    pub names: Vec<String>,
+    /// End of validity.
+    pub not_after: std::time::SystemTime,
+}
+
+impl CertInfo {
+    /// Reads the names and validity of `chain`'s leaf; `None` when it does
+    /// not parse (rustls served it anyway; the status page leaves it out).
+    fn of(file: &Path, default: bool, chain: &[CertificateDer<'_>]) -> Option<CertInfo> {
+        use x509_parser::extensions::GeneralName;
+        let (_, leaf) = x509_parser::parse_x509_certificate(chain.first()?.as_ref()).ok()?;
+        let mut names: Vec<String> = leaf
+            .subject_alternative_name()
+            .ok()
+            .flatten()
+            .map(|san| {
+                san.value
+                    .general_names
+                    .iter()
+                    .filter_map(|n| match n {
+                        GeneralName::DNSName(d) => Some((*d).to_string()),
+                        GeneralName::IPAddress(ip) => ip_text(ip),
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        if names.is_empty() {
+            names.extend(
+                leaf.subject()
+                    .iter_common_name()
+                    .filter_map(|cn| cn.as_str().ok().map(str::to_string)),
+            );
+        }
+        let secs = leaf.validity().not_after.timestamp();
+        let not_after = if secs >= 0 {
+            std::time::UNIX_EPOCH.checked_add(std::time::Duration::from_secs(secs as u64))?
+        } else {
+            std::time::UNIX_EPOCH
+        };
+        Some(CertInfo {
+            file: file.to_path_buf(),
+            default,
+            names,
+            not_after,
+        })
+    }
+}
+
+/// An IP address of a subject alternative name (4 or 16 bytes) as text.
+fn ip_text(bytes: &[u8]) -> Option<String> {
+    let ip = match bytes.len() {
+        4 => std::net::IpAddr::from(<[u8; 4]>::try_from(bytes).ok()?),
+        16 => std::net::IpAddr::from(<[u8; 16]>::try_from(bytes).ok()?),
+        _ => return None,
+    };
+    Some(ip.to_string())
+}
+
 /// The certificates of the TLS listener: a default and those chosen by SNI.
 pub struct CertSet {
     default: Arc<CertifiedKey>,
     exact: HashMap<String, Arc<CertifiedKey>>,
     /// Keyed by the suffix after `*.`, e.g. `example.com` for `*.example.com`.
     wildcard: HashMap<String, Arc<CertifiedKey>>,
+    /// Names and expiry of each file loaded, the default first.
+    info: Vec<CertInfo>,
 }
 
 impl fmt::Debug for CertSet {
@@ -133,10 +203,14 @@ impl CertSet {
     /// Loads every certificate the `[https]` section names.
     pub fn load(https: &HttpsListener) -> Result<CertSet, TlsError> {
         let default = load_certified_key(&https.cert, &https.key)?;
+        let mut info: Vec<CertInfo> = CertInfo::of(&https.cert, true, &default.cert)
+            .into_iter()
+            .collect();
         let mut exact = HashMap::new();
         let mut wildcard = HashMap::new();
         for sni in &https.sni {
             let ck = load_certified_key(&sni.cert, &sni.key)?;
+            info.extend(CertInfo::of(&sni.cert, false, &ck.cert));
             for host in &sni.hosts {
                 match host.strip_prefix("*.") {
                     Some(suffix) => wildcard.insert(suffix.to_string(), ck.clone()),
@@ -148,7 +222,13 @@ impl CertSet {
             default,
             exact,
             wildcard,
+            info,
         })
+    }
+
+    /// Names and expiry of each certificate file, the default first.
+    pub fn info(&self) -> &[CertInfo] {
+        &self.info
     }
 
     /// The certificate for a server name: exact match, then a one-label wildcard,
@@ -181,6 +261,11 @@ impl SniResolver {
         SniResolver {
             certs: ArcSwap::from_pointee(certs),
         }
+    }
+
+    /// The certificates served now.
+    pub fn current(&self) -> Arc<CertSet> {
+        self.certs.load_full()
     }
 
     /// Serves `certs` to every handshake from now on.
@@ -249,6 +334,12 @@ mod tests {
             "wildcards cover one label"
         );
         assert_eq!(der(set.pick(Some("example.com"))), default);
+        let info = set.info();
+        assert_eq!(info.len(), 3);
+        assert!(info[0].default && !info[1].default);
+        assert_eq!(info[0].names, vec!["localhost".to_string()]);
+        assert_eq!(info[1].names, vec!["*.example.com".to_string()]);
+        assert!(info[2].not_after > std::time::SystemTime::now());
     }
 
     #[test]

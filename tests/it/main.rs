@@ -32,6 +32,7 @@ mod reload;
 mod sigint;
 mod slow_clients;
 mod static_site;
+mod status_page;
 mod tls;
 mod tls_quality;
 mod upgrade;
