@@ -97,13 +97,10 @@ impl Recent {
         self.limits.get(name).copied().unwrap_or_default()
     }
 
-    /// `count` per second over the window (0 before the first second).
+    /// `count` per second over the window (taken as at least a second, so
+    /// the first requests after start-up do not read as a huge rate).
     pub(crate) fn per_second(&self, count: u64) -> f64 {
-        if self.seconds < 1.0 {
-            0.0
-        } else {
-            count as f64 / self.seconds
-        }
+        count as f64 / self.seconds.max(1.0)
     }
 }
 
@@ -219,6 +216,10 @@ mod tests {
         assert_eq!(recent.seconds, 4.0);
         assert_eq!(recent.server("api", "127.0.0.1:1"), (8, 2));
         assert_eq!(recent.per_second(8), 2.0);
-        assert_eq!(Recent::default().per_second(3), 0.0);
+        assert_eq!(
+            Recent::default().per_second(3),
+            3.0,
+            "a window of at least 1 s"
+        );
     }
 }
