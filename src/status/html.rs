@@ -23,7 +23,8 @@ h1{font-size:1.5em;margin:0 0 .2em}h2{font-size:1.15em;margin:1.6em 0 .4em}
 h3{font-size:1em;margin:1em 0 .3em}.meta{color:#555}.meta span{margin-right:1.5em}
 table{border-collapse:collapse;background:#fff;min-width:50%}
 th,td{padding:.3em .8em;border-bottom:1px solid #e3e3e3;text-align:left}
-th{background:#f0f0f0;font-weight:600}td.n{text-align:right;font-variant-numeric:tabular-nums}
+th{background:#f0f0f0;font-weight:600}.n{text-align:right;font-variant-numeric:tabular-nums}
+.summary{font-size:1.1em;font-weight:600}
 .state{display:inline-block;min-width:4.5em;padding:0 .5em;border-radius:3px;color:#fff;font-weight:600;text-align:center}
 .up{background:#1a7f37}.down{background:#cf222e}.ejected{background:#bc4c00}.pending{background:#6e7781}
 .warn{color:#bc4c00;font-weight:600}.bad{color:#cf222e;font-weight:600}
@@ -49,7 +50,23 @@ fn error_share(t: &Traffic) -> String {
     }
 }
 
+/// One line on the servers out of rotation, for the title and the top of
+/// the page.
+fn summary(s: &Status) -> (String, &'static str) {
+    let total: usize = s.pools.iter().map(|p| p.servers.len()).sum();
+    let up: usize = s.pools.iter().map(|p| p.servers_up).sum();
+    if up == total {
+        (format!("all {total} servers up"), "up")
+    } else {
+        (
+            format!("{} of {total} servers out of rotation", total - up),
+            "down",
+        )
+    }
+}
+
 fn page(s: &Status) -> Markup {
+    let (summary, summary_state) = summary(s);
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -57,11 +74,12 @@ fn page(s: &Status) -> Markup {
                 meta charset="utf-8";
                 meta http-equiv="refresh" content=(REFRESH_SECONDS);
                 meta name="viewport" content="width=device-width, initial-scale=1";
-                title { "Gatehouse status" }
+                title { "Gatehouse: " (summary) }
                 style { (PreEscaped(STYLE)) }
             }
             body {
                 h1 { "Gatehouse" }
+                p.summary { span class={ "state " (summary_state) } { (summary_state) } " " (summary) }
                 p.meta {
                     span { "version " b { (s.version) } }
                     span { "up " b #uptime { (human_duration(Duration::from_secs(s.uptime_seconds))) } }
@@ -116,7 +134,7 @@ fn pools(s: &Status) -> Markup {
                 table {
                     tr {
                         th { "server" } th { "state" } th { "weight" } th { "in flight" }
-                        th { "req/s" } th { "errors/s" } th { "errors" } th { "requests (window)" }
+                        th { "req/s" } th { "errors/s" } th { "error %" } th { "requests (last min)" }
                     }
                     @for srv in &pool.servers {
                         tr.server data-server=(srv.address) data-state=(srv.state) {
@@ -158,7 +176,7 @@ fn limits(s: &Status) -> Markup {
             table {
                 tr {
                     th { "limit" } th { "key" } th { "rate/s" } th { "burst" }
-                    th { "keys tracked" } th { "refused (window)" } th { "refused/s" }
+                    th { "keys tracked" } th { "refused (last min)" } th { "refused/s" }
                 }
                 @for l in &s.rate_limits {
                     tr.limit data-limit=(l.name) {
@@ -167,7 +185,7 @@ fn limits(s: &Status) -> Markup {
                         td.n { (l.rate) }
                         td.n { (l.burst) }
                         td.n { (l.tracked_keys) }
-                        td.n class=[(l.refused_last_minute > 0).then_some("warn")] { (l.refused_last_minute) }
+                        td.n.warn[l.refused_last_minute > 0] { (l.refused_last_minute) }
                         td.n { (rate(l.refused_per_second)) }
                     }
                 }
