@@ -41,6 +41,7 @@ pub(crate) struct Status {
 
 #[derive(Debug, Serialize)]
 pub(crate) struct ConfigStatus {
+    /// The config file's path, made absolute.
     pub(crate) file: String,
     /// When the running config was loaded (start-up or the last good reload).
     pub(crate) loaded_at: String,
@@ -255,7 +256,10 @@ impl Status {
             started_at: rfc3339(started),
             uptime_seconds: uptime.as_secs(),
             config: ConfigStatus {
-                file: state.config_path().display().to_string(),
+                file: std::path::absolute(state.config_path())
+                    .unwrap_or_else(|_| state.config_path().to_path_buf())
+                    .display()
+                    .to_string(),
                 loaded_at: rfc3339(reloads.loaded_at),
                 last_reload: reloads.last_attempt.map(|(at, error)| ReloadStatus {
                     at: rfc3339(at),
