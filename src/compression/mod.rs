@@ -6,7 +6,7 @@
 //!  response_filter      eligible?  status not 1xx/204/206, no Content-Range,
 //!                       no Content-Encoding, no Cache-Control: no-transform,
 //!                       type in `types` (never text/event-stream),
-//!                       Content-Length unknown or ≥ min_size
+//!                       Content-Length unknown or ≥ min_size (and not 0)
 //!                       └─ yes: Vary: Accept-Encoding (304s too)
 //!                          coding from Accept-Encoding (accept.rs) unless the
 //!                          request has Range or is HEAD's body
@@ -123,7 +123,8 @@ pub fn plan_proxied(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|s| s.trim().parse::<u64>().ok());
-    if length.is_some_and(|n| n < policy.min_size) {
+    // An empty body stays empty (no encoder ever sees it).
+    if length.is_some_and(|n| n < policy.min_size || n == 0) {
         return Ok(Plan::AsIs);
     }
     // The answer differs by Accept-Encoding from here on, for caches too.
@@ -246,7 +247,9 @@ mod tests {
     fn what_is_left_alone() {
         let json = [("content-type", "application/json")];
         let p = policy();
-        let cases: Vec<(u16, Vec<(&str, &str)>, RequestHeader, bool)> = vec![
+        // (status, answer headers, request, whether Vary is added)
+        type Case<'a> = (u16, Vec<(&'a str, &'a str)>, RequestHeader, bool);
+        let cases: Vec<Case> = vec![
             (204, json.to_vec(), req("gzip", false), false),
             (206, json.to_vec(), req("gzip", false), false),
             (101, json.to_vec(), req("gzip", false), false),

@@ -287,9 +287,14 @@ impl Site {
         let varies = set.varies() || compressible;
         // Ranges are of the file itself (or of a sibling, as before).
         let generate = compressible && !headers.contains_key(header::RANGE);
-        let coding = encoding::choose(headers, &self.preference, |a| {
-            set.has_sibling(a) || (generate && set.generated.offers(a.into()))
-        });
+        // Accept-Encoding is only read when there is a choice to make.
+        let coding = if set.varies() || generate {
+            encoding::choose(headers, &self.preference, |a| {
+                set.has_sibling(a) || (generate && set.generated.offers(a.into()))
+            })
+        } else {
+            encoding::Coding::Identity
+        };
         // The representation: the file, a sibling, a variant made once
         // (`made`), or the file to compress now (`on_the_fly`).
         let (v, made, on_the_fly) = match coding.algorithm() {
