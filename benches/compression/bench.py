@@ -8,7 +8,9 @@ Files (the same for every server):
     bundles of the installed Rust toolchain: highlight.js, main, search, ...;
     generated JS-like text when the docs are not installed), a static file;
   - /api/users.json: a ~20 KiB JSON answer from a backend (an Nginx serving
-    the file, without compression), proxied.
+    the file, without compression), proxied;
+  - /api/bundle.js: the same bundle proxied (a dev server, or an app that
+    serves its own assets): compressed per request by every server.
 
 Servers, each with one worker on plain HTTP/1.1 keep-alive:
   - gatehouse: `[compression]` defaults; the static file from its cache
@@ -235,7 +237,9 @@ def main():
         f.write(js)
     with open(os.path.join(out, "backend/api/users.json"), "wb") as f:
         f.write(api)
-    files = {"/assets/bundle.js": js, "/api/users.json": api}
+    with open(os.path.join(out, "backend/api/bundle.js"), "wb") as f:
+        f.write(js)
+    files = {"/assets/bundle.js": js, "/api/users.json": api, "/api/bundle.js": js}
 
     procs = []
 
@@ -321,9 +325,12 @@ root = "{out}/site"
         servers["gatehouse"] = (port, proc, lambda pid=proc.pid: [pid])
 
         cases = []
-        for server in ("gatehouse", "nginx-gzip1", "nginx-gzip6"):
+        only = [x for x in os.environ.get("SERVERS", "").split(",") if x]
+        for server in only or ("gatehouse", "nginx-gzip1", "nginx-gzip6"):
             accepts = ["", "gzip"] if server != "gatehouse" else ["", "gzip", "br", "zstd"]
             for path in files:
+                if os.environ.get("PATHS") and path not in os.environ["PATHS"].split(","):
+                    continue
                 for accept in accepts:
                     cases.append((server, path, accept))
         results = {c: [] for c in cases}
@@ -366,7 +373,8 @@ root = "{out}/site"
         "# Compression: Gatehouse against Nginx `gzip on`",
         "",
         f"- static file: `/assets/bundle.js`, {len(js)} bytes, {js_source}",
-        f"- proxied answer: `/api/users.json`, {len(api)} bytes of JSON from a backend",
+        f"- proxied answers: `/api/users.json`, {len(api)} bytes of JSON from a backend, "
+        f"and `/api/bundle.js`, the same bundle from the backend",
         f"- {a.requests} requests per case on one keep-alive HTTP/1.1 connection after "
         f"{a.warmup} warm-up requests; CPU per request of the server process (all threads, "
         f"schedstat), median of {a.rounds} interleaved rounds; {meta['nginx']}, 1 worker each",

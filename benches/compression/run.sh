@@ -8,6 +8,8 @@
 #
 # Environment: REQUESTS [1000] per case and round, ROUNDS [3], WARMUP [50],
 # OUT [target/bench-compression] (result.md, result.json, configs, logs),
+# SERVERS (e.g. "gatehouse"; default gatehouse,nginx-gzip1,nginx-gzip6),
+# PATHS (e.g. "/api/users.json"; default both files),
 # CARGO_TARGET_DIR (where the release binary is built; default target/).
 # Needs nginx and python3 (`bash .ci/deps.sh --test` installs nginx).
 set -euo pipefail

@@ -11,7 +11,8 @@ use crate::config::Algorithm;
 /// How hard to compress.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Level {
-    /// Per request: zstd 3, brotli 4, gzip 6 (see the README's measurements).
+    /// Per request: zstd 3, brotli 5, gzip 6 (README, Compression: brotli 5
+    /// costs what 4 does on a 17 KB JSON answer and sends 11 % fewer bytes).
     Fast,
     /// Once per cached file: zstd 19, brotli 11, gzip 9.
     Best,
@@ -27,7 +28,7 @@ impl Level {
 
     fn brotli(self) -> u32 {
         match self {
-            Level::Fast => 4,
+            Level::Fast => 5,
             Level::Best => 11,
         }
     }
