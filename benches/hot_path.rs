@@ -26,6 +26,7 @@ fn routes() -> RouteTable {
         response_buffering: true,
         cors: None,
         access: None,
+        compression: true,
     };
     RouteTable::new(&[
         route("/", Target::Static("site".into())),

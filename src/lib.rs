@@ -26,6 +26,8 @@
 //!     ▼
 //!  response headers ([headers], HSTS, X-Request-Id, CORS)      proxy::headers, proxy::cors
 //!     ▼
+//!  compression (zstd, br, gzip by Accept-Encoding)             compression
+//!     ▼
 //!  metrics and JSON access log                                 metrics, access_log
 //! ```
 //!
@@ -59,6 +61,8 @@ pub mod proxy;
 pub mod rate_limit;
 /// Static sites: safe paths, conditional and range requests, the file cache.
 pub mod static_files;
+/// Compression of answers: Accept-Encoding, the encoders, the proxied answer's plan.
+pub mod compression;
 /// Upstream pools: balancing and health checks.
 pub mod pool;
 /// Background services over the live state: health checks, limiter janitor.

@@ -35,6 +35,7 @@ pub(crate) struct Metrics {
     pub request_body_spills: IntCounter,
     pub request_body_spilled_bytes: IntCounter,
     pub client_timeouts: IntCounterVec,
+    pub compressed: IntCounterVec,
 }
 
 fn build() -> Result<Metrics, prometheus::Error> {
@@ -151,7 +152,13 @@ fn build() -> Result<Metrics, prometheus::Error> {
     for deadline in ["client_body_timeout", "send_timeout"] {
         client_timeouts.with_label_values(&[deadline]);
     }
+    let compressed = counter(
+        "gatehouse_compressed_responses_total",
+        "Answers Gatehouse compressed, by encoding and source (cached: a static file's variant made once; on_the_fly: compressed for this request).",
+        &["encoding", "source"],
+    )?;
     Ok(Metrics {
+        compressed,
         registry,
         requests,
         request_duration,
@@ -299,6 +306,14 @@ pub(crate) fn record_request_body_spilled_bytes(bytes: u64) {
 pub(crate) fn record_client_timeout(deadline: &str) {
     if let Some(m) = get() {
         m.client_timeouts.with_label_values(&[deadline]).inc();
+    }
+}
+
+/// Counts an answer Gatehouse compressed (`cached`: from a variant made once).
+pub(crate) fn record_compressed(encoding: &str, cached: bool) {
+    if let Some(m) = get() {
+        let source = if cached { "cached" } else { "on_the_fly" };
+        m.compressed.with_label_values(&[encoding, source]).inc();
     }
 }
 

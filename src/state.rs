@@ -49,7 +49,11 @@ impl Snapshot {
         let sites = config
             .statics
             .iter()
-            .map(|(name, site)| (name.clone(), Arc::new(Site::new(site.clone()))))
+            .map(|(name, site)| {
+                let compression = config.compression.clone();
+                let site = Site::with_compression(site.clone(), compression);
+                (name.clone(), Arc::new(site))
+            })
             .collect();
         let limiters = Limiters::build(&config.rate_limits, previous.map(|p| &p.limiters));
         Snapshot {

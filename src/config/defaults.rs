@@ -84,6 +84,16 @@ pub const DEFAULT_CORS_METHODS: &[&str] = &["GET", "HEAD", "POST"];
 /// answer (Chromium caps it at 2 hours).
 pub const DEFAULT_CORS_MAX_AGE: Duration = Duration::from_secs(600);
 
+/// `compression.min_size` when absent (bytes): smaller answers gain nothing.
+pub const DEFAULT_COMPRESSION_MIN_SIZE: u64 = 1024;
+/// `compression.types` when absent: text formats browsers and API clients fetch.
+pub const DEFAULT_COMPRESSION_TYPES: &[&str] = &[
+    "text/*",
+    "application/json",
+    "application/javascript",
+    "image/svg+xml",
+];
+
 /// Certificate chain of `[https]` when `cert` is absent (relative to the
 /// current directory).
 pub const DEFAULT_CERT: &str = "certs/server.crt";

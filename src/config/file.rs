@@ -34,6 +34,8 @@ pub struct FileConfig {
     /// Named access lists, attached to routes with `access = "NAME"`.
     #[serde(default)]
     pub access: BTreeMap<String, AccessSection>,
+    /// Compression of answers on the fly and of cached static files.
+    pub compression: Option<CompressionSection>,
 }
 
 /// `[server]`
@@ -132,6 +134,8 @@ pub struct RouteSection {
     pub cors: Option<String>,
     /// The name of an `[access.NAME]` list; other clients get 403.
     pub access: Option<String>,
+    /// `false`: this route's answers are never compressed by Gatehouse.
+    pub compression: Option<bool>,
 }
 
 /// A string or a list of strings.
@@ -244,4 +248,18 @@ pub struct AccessSection {
     /// Addresses and CIDR blocks refused, checked before `allow`.
     #[serde(default)]
     pub deny: Vec<String>,
+}
+
+/// `[compression]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompressionSection {
+    pub enabled: Option<bool>,
+    /// `"zstd"`, `"br"`, `"gzip"`: the server's preference among codings the
+    /// client accepts equally.
+    pub algorithms: Option<Vec<String>>,
+    /// Answers with a smaller `Content-Length` are sent as they are, e.g. `"1KiB"`.
+    pub min_size: Option<String>,
+    /// Media types compressed: `"type/subtype"` or `"type/*"`.
+    pub types: Option<Vec<String>>,
 }

@@ -29,6 +29,8 @@ pub struct Config {
     pub rate_limits: BTreeMap<String, RateLimit>,
     pub cors: BTreeMap<String, Arc<CorsPolicy>>,
     pub access: BTreeMap<String, Arc<AccessList>>,
+    /// `[compression]`; `None` when absent or `enabled = false`.
+    pub compression: Option<Arc<Compression>>,
 }
 
 /// `[server]`
@@ -122,6 +124,8 @@ pub struct Route {
     pub cors: Option<Arc<CorsPolicy>>,
     /// The route's access list (shared with `Config::access`).
     pub access: Option<Arc<AccessList>>,
+    /// Whether `[compression]` applies to this route's answers.
+    pub compression: bool,
 }
 
 /// `[static.NAME]`
@@ -283,4 +287,60 @@ impl AccessList {
         }
         self.allow.is_empty() || self.allow.iter().any(|n| n.contains(&ip))
     }
+}
+
+/// A content coding Gatehouse compresses answers with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Algorithm {
+    Zstd,
+    Brotli,
+    Gzip,
+}
+
+impl Algorithm {
+    /// Every algorithm, in the default order of preference.
+    pub const ALL: [Algorithm; 3] = [Algorithm::Zstd, Algorithm::Brotli, Algorithm::Gzip];
+
+    /// The `Content-Encoding` token (`zstd`, `br`, `gzip`), also its name in the config.
+    pub fn token(self) -> &'static str {
+        match self {
+            Algorithm::Zstd => "zstd",
+            Algorithm::Brotli => "br",
+            Algorithm::Gzip => "gzip",
+        }
+    }
+}
+
+/// One entry of `compression.types`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MediaRange {
+    /// `"*/*"`.
+    Any,
+    /// `"text/*"`: the top-level type, lower-case, without the `/*`.
+    Type(String),
+    /// `"application/json"`, lower-case.
+    Exact(String),
+}
+
+impl MediaRange {
+    /// Whether `essence` (`type/subtype`, lower-case, no parameters) is in the range.
+    pub fn matches(&self, essence: &str) -> bool {
+        match self {
+            MediaRange::Any => true,
+            MediaRange::Type(t) => essence
+                .strip_prefix(t.as_str())
+                .is_some_and(|rest| rest.starts_with('/')),
+            MediaRange::Exact(e) => essence == e,
+        }
+    }
+}
+
+/// `[compression]`, enabled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Compression {
+    /// The server's preference among codings the client accepts equally; no duplicates.
+    pub algorithms: Vec<Algorithm>,
+    /// Bytes; answers with a smaller known length are sent as they are.
+    pub min_size: u64,
+    pub types: Vec<MediaRange>,
 }

@@ -7,7 +7,8 @@ use std::time::Instant;
 use pingora::http::{RequestHeader, ResponseHeader};
 
 use super::buffer::BufferedBody;
-use crate::config::Route;
+use crate::compression::Encoder;
+use crate::config::{Compression, Route};
 use crate::lifecycle::drain::RequestInFlight;
 use crate::pool::{InFlight, Pool};
 use crate::rate_limit::Decision as RateDecision;
@@ -43,6 +44,8 @@ pub struct Ctx {
     pub max_body: u64,
     /// The status sent to the client (0 when none could be sent).
     pub status: u16,
+    /// Compresses the answer's body on its way to the client.
+    pub(crate) encoder: Option<Box<Encoder>>,
     /// Counts this request in flight (the drain waits for none) until dropped.
     _counted: RequestInFlight,
 }
@@ -76,6 +79,7 @@ impl Ctx {
             body_seen: 0,
             max_body: u64::MAX,
             status: 0,
+            encoder: None,
         }
     }
 
@@ -83,6 +87,13 @@ impl Ctx {
     pub fn route(&self) -> Option<&Route> {
         let snapshot = self.snapshot.as_ref()?;
         snapshot.routes.get(self.route?)
+    }
+
+    /// `[compression]`, unless it is off or the route opts out.
+    pub fn compression(&self) -> Option<&Compression> {
+        let snapshot = self.snapshot.as_ref()?;
+        let policy = snapshot.config.compression.as_deref()?;
+        self.route().filter(|r| r.compression).map(|_| policy)
     }
 
     /// Adds the route's CORS headers for `req` (nothing on a route without a

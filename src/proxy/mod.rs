@@ -9,7 +9,9 @@
 //! upstream_request_filter  strip prefix, forwarding headers
 //! upstream_response_filter passive health counts the server's status
 //! response_filter       [headers], HSTS, X-Request-Id, RateLimit-*, CORS; a 101 switches
-//!                       the client side to `websocket_idle_timeout`
+//!                       the client side to `websocket_idle_timeout`; compression's plan
+//!                       (headers, encoder)
+//! response_body_filter  the body through the encoder, when compressing
 //! upgraded_timeout      the server side of a 101 likewise (vendor patch 8)
 //! fail_to_proxy         502 / 503 / 504 as short JSON
 //! logging               metrics, access log (observe.rs)
@@ -313,6 +315,17 @@ impl ProxyHttp for Gatehouse {
         }
         ctx.add_rate_headers(upstream_response)?;
         ctx.add_cors_headers(upstream_response, session.req_header())?;
+        if let Some(policy) = ctx.compression() {
+            use crate::compression::{plan_proxied, Plan};
+            match plan_proxied(policy, session.req_header(), upstream_response)? {
+                Plan::AsIs => {}
+                Plan::HeadersOnly(a) => crate::metrics::record_compressed(a.token(), false),
+                Plan::Encode(encoder) => {
+                    crate::metrics::record_compressed(encoder.algorithm().token(), false);
+                    ctx.encoder = Some(encoder);
+                }
+            }
+        }
         ctx.status = upstream_response.status.as_u16();
         if ctx.status == 101 {
             // An upgraded (WebSocket) connection may idle for as long as the
@@ -324,6 +337,26 @@ impl ProxyHttp for Gatehouse {
             }
         }
         Ok(())
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> pingora::Result<Option<Duration>> {
+        if let Some(encoder) = &mut ctx.encoder {
+            let input = body.take().unwrap_or_default();
+            let out = encoder.encode(&input, end_of_stream).map_err(|e| {
+                Error::because(ErrorType::InternalError, "compressing the answer", e)
+            })?;
+            *body = Some(out);
+            if end_of_stream {
+                ctx.encoder = None;
+            }
+        }
+        Ok(None)
     }
 
     fn upgraded_timeout(&self, _session: &Session, ctx: &Ctx) -> Option<Duration> {

@@ -81,6 +81,7 @@ mod tests {
             response_buffering: true,
             cors: None,
             access: None,
+            compression: true,
         }
     }
 

@@ -15,7 +15,13 @@ pub(crate) async fn serve(
     path: &str,
 ) -> pingora::Result<()> {
     let req = session.req_header();
-    let mut reply = site.respond(&req.method, path, &req.headers).await;
+    let compress = ctx.route().is_none_or(|r| r.compression);
+    let mut reply = site
+        .respond_compressing(&req.method, path, &req.headers, compress)
+        .await;
+    if let Some(c) = reply.compressed {
+        crate::metrics::record_compressed(c.algorithm.token(), c.cached);
+    }
     let status = reply.header.status.as_u16();
     if status >= 400 {
         if let ReplyBody::Full(_) = reply.body {

@@ -13,7 +13,8 @@ use std::fs::{File, Metadata};
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -22,7 +23,8 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 
 use super::encoding::Coding;
 use super::path::SafePath;
-use crate::config::StaticSite;
+use crate::compression::{self, Level};
+use crate::config::{Algorithm, Compression, StaticSite};
 
 /// Files up to this size (bytes) are kept in memory; larger ones stream from disk.
 pub const MAX_CACHED_FILE_SIZE: u64 = 2 * 1024 * 1024;
@@ -61,6 +63,43 @@ pub(super) struct FileSet {
     /// Of the original file, also for its compressed siblings.
     pub(super) content_type: HeaderValue,
     pub(super) cache_control: HeaderValue,
+    /// `[compression]` applies: its type is listed and it is at least `min_size`.
+    pub(super) compressible: bool,
+    /// Variants Gatehouse compressed (cached files only), shared with the
+    /// set that replaces this one while the file does not change.
+    pub(super) generated: Arc<Generated>,
+}
+
+/// Compressed variants of a cached file, made once in the background.
+#[derive(Debug, Default)]
+pub(super) struct Generated {
+    started: AtomicBool,
+    variants: OnceLock<Vec<Variant>>,
+}
+
+impl Generated {
+    /// Whether `coding` may be sent from here: not made yet (the request
+    /// compresses on the fly meanwhile) or made and smaller than the file.
+    pub(super) fn offers(&self, coding: Coding) -> bool {
+        self.variants
+            .get()
+            .is_none_or(|vs| vs.iter().any(|v| v.coding == coding))
+    }
+
+    /// The variant for `coding`, once made.
+    pub(super) fn get(&self, coding: Coding) -> Option<&Variant> {
+        self.variants.get()?.iter().find(|v| v.coding == coding)
+    }
+
+    /// Claims the work of making the variants: true for the first caller only.
+    pub(super) fn claim(&self) -> bool {
+        !self.started.load(Ordering::Relaxed) && !self.started.swap(true, Ordering::AcqRel)
+    }
+
+    /// Gives the work back unstarted (no room to run it now).
+    pub(super) fn unclaim(&self) {
+        self.started.store(false, Ordering::Release);
+    }
 }
 
 impl FileSet {
@@ -68,7 +107,7 @@ impl FileSet {
         match coding {
             Coding::Brotli => self.br.as_ref(),
             Coding::Gzip => self.gzip.as_ref(),
-            Coding::Identity => None,
+            Coding::Identity | Coding::Zstd => None,
         }
         .unwrap_or(&self.identity)
     }
@@ -78,14 +117,58 @@ impl FileSet {
         self.br.is_some() || self.gzip.is_some()
     }
 
-    /// Bytes held in memory.
+    /// Whether a precompressed sibling exists for `algorithm`.
+    pub(super) fn has_sibling(&self, algorithm: Algorithm) -> bool {
+        match algorithm {
+            Algorithm::Brotli => self.br.is_some(),
+            Algorithm::Gzip => self.gzip.is_some(),
+            Algorithm::Zstd => false,
+        }
+    }
+
+    /// Bytes held in memory. A compressible cached file counts twice: its
+    /// compressed variants (a third of it each at most, for text) may join it.
     pub(super) fn memory(&self) -> usize {
-        [Some(&self.identity), self.br.as_ref(), self.gzip.as_ref()]
+        let files: usize = [Some(&self.identity), self.br.as_ref(), self.gzip.as_ref()]
             .into_iter()
             .flatten()
             .filter_map(|v| v.data.as_ref())
             .map(Bytes::len)
-            .sum()
+            .sum();
+        let variants = match &self.identity.data {
+            Some(data) if self.compressible => data.len(),
+            _ => 0,
+        };
+        files + variants
+    }
+
+    /// Makes the compressed variants of a cached file at [`Level::Best`] for
+    /// each of `algorithms` without a sibling, keeping those smaller than the
+    /// file. Blocking and CPU-heavy: run it on the blocking pool.
+    pub(super) fn generate(&self, algorithms: &[Algorithm]) {
+        let Some(data) = &self.identity.data else {
+            return;
+        };
+        let mut variants = Vec::new();
+        for &algorithm in algorithms {
+            if self.has_sibling(algorithm) {
+                continue;
+            }
+            match compression::compress(algorithm, Level::Best, data) {
+                Ok(out) if out.len() < data.len() => {
+                    if let Some(v) = self.identity.encoded(algorithm, out) {
+                        variants.push(v);
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => log::warn!(
+                    "compressing {} with {}: {e}",
+                    self.identity.path.display(),
+                    algorithm.token()
+                ),
+            }
+        }
+        let _ = self.generated.variants.set(variants);
     }
 }
 
@@ -120,7 +203,9 @@ pub(super) struct Variant {
     pub(super) stamp: Stamp,
     /// Length of the representation in bytes.
     pub(super) len: u64,
-    /// Strong ETag, `"{mtime secs:x}.{nanos:x}-{len:x}"` plus `-br`/`-gz` for siblings.
+    /// Strong ETag, `"{mtime secs:x}.{nanos:x}-{len:x}"` plus `-br`/`-gz` for
+    /// siblings, or the file's plus `+zstd`/`+br`/`+gzip` for variants
+    /// Gatehouse compressed.
     pub(super) etag: HeaderValue,
     pub(super) last_modified: HeaderValue,
     /// Modification time in whole seconds since the epoch (clamped to HTTP-date range).
@@ -129,15 +214,45 @@ pub(super) struct Variant {
     pub(super) data: Option<Bytes>,
 }
 
+impl Variant {
+    /// A variant of this (cached) file compressed by Gatehouse: the same
+    /// validators but its own strong ETag, `"…+br"`.
+    fn encoded(&self, algorithm: Algorithm, data: Bytes) -> Option<Variant> {
+        let tag = self.etag.as_bytes();
+        let inner = tag.strip_suffix(b"\"")?;
+        let mut etag = inner.to_vec();
+        etag.push(b'+');
+        etag.extend_from_slice(algorithm.token().as_bytes());
+        etag.push(b'"');
+        Some(Variant {
+            coding: Coding::from(algorithm),
+            path: self.path.clone(),
+            stamp: self.stamp,
+            len: data.len() as u64,
+            etag: HeaderValue::from_bytes(&etag).ok()?,
+            last_modified: self.last_modified.clone(),
+            modified: self.modified,
+            data: Some(data),
+        })
+    }
+}
+
 /// Resolves `path` below `site.root`. `prev` is the cached answer being
 /// revalidated: file contents whose stamp did not change are reused, not read.
-pub(super) fn resolve(site: &StaticSite, path: &SafePath<'_>, prev: Option<&FileSet>) -> Resolved {
+/// `compression` decides which files are compressible.
+pub(super) fn resolve(
+    site: &StaticSite,
+    compression: Option<&Compression>,
+    path: &SafePath<'_>,
+    prev: Option<&FileSet>,
+) -> Resolved {
+    let set_of = |full: &Path, name: &str| file_set(site, compression, full, name, prev);
     let mut full = site.root.clone();
     full.extend(path.segments());
     let name = path.last().unwrap_or(&site.index);
     if path.is_dir() {
         full.push(&site.index);
-        if let Some(set) = file_set(site, &full, &site.index, prev) {
+        if let Some(set) = set_of(&full, &site.index) {
             return Resolved::File(Arc::new(set));
         }
     } else {
@@ -152,7 +267,7 @@ pub(super) fn resolve(site: &StaticSite, path: &SafePath<'_>, prev: Option<&File
                 return Resolved::NotFound;
             }
             Ok(m) if m.is_file() => {
-                if let Some(set) = file_set(site, &full, name, prev) {
+                if let Some(set) = set_of(&full, name) {
                     return Resolved::File(Arc::new(set));
                 }
             }
@@ -165,7 +280,7 @@ pub(super) fn resolve(site: &StaticSite, path: &SafePath<'_>, prev: Option<&File
             .is_none_or(|last| Path::new(last).extension().is_none())
     {
         let index = site.root.join(&site.index);
-        if let Some(set) = file_set(site, &index, &site.index, prev) {
+        if let Some(set) = set_of(&index, &site.index) {
             return Resolved::File(Arc::new(set));
         }
     }
@@ -173,8 +288,22 @@ pub(super) fn resolve(site: &StaticSite, path: &SafePath<'_>, prev: Option<&File
 }
 
 /// The file at `path` (served under the name `name`) and its siblings.
-fn file_set(site: &StaticSite, path: &Path, name: &str, prev: Option<&FileSet>) -> Option<FileSet> {
+fn file_set(
+    site: &StaticSite,
+    compression: Option<&Compression>,
+    path: &Path,
+    name: &str,
+    prev: Option<&FileSet>,
+) -> Option<FileSet> {
     let identity = variant(&site.root, path, Coding::Identity, prev)?;
+    let content_type = content_type(name);
+    let compressible = compression
+        .is_some_and(|c| identity.len >= c.min_size && compression::compressible(c, &content_type));
+    // Variants already made of the same file are kept.
+    let generated = prev
+        .filter(|p| p.identity.stamp == identity.stamp && p.identity.path == identity.path)
+        .map(|p| Arc::clone(&p.generated))
+        .unwrap_or_default();
     let is_compressed = name.ends_with(".br") || name.ends_with(".gz");
     let sibling = |coding: Coding| {
         if is_compressed {
@@ -188,8 +317,10 @@ fn file_set(site: &StaticSite, path: &Path, name: &str, prev: Option<&FileSet>) 
         br: sibling(Coding::Brotli),
         gzip: sibling(Coding::Gzip),
         identity,
-        content_type: content_type(name),
+        content_type,
         cache_control: super::cache_control_for(site, name).clone(),
+        compressible,
+        generated,
     })
 }
 
@@ -218,7 +349,7 @@ fn variant(root: &Path, path: &Path, coding: Coding, prev: Option<&FileSet>) -> 
     let mtime = clamp_to_http_date(meta.modified().unwrap_or(UNIX_EPOCH));
     let since_epoch = mtime.duration_since(UNIX_EPOCH).unwrap_or_default();
     let tag_suffix = match coding {
-        Coding::Identity => "",
+        Coding::Identity | Coding::Zstd => "",
         Coding::Brotli => "-br",
         Coding::Gzip => "-gz",
     };

@@ -1,26 +1,31 @@
-//! `Accept-Encoding` → which precompressed sibling (`.br`, `.gz`) to send.
+//! Which representation of a file to send, by `Accept-Encoding`
+//! ([`crate::compression::accept`] has the rules): the file itself, a
+//! precompressed sibling (`.br`, `.gz`) or a variant Gatehouse compressed.
 //!
-//! A coding is acceptable when it is listed with a q-value above 0, or when
-//! `*` is (with a q-value above 0) and the coding is not listed. Among the
-//! acceptable siblings that exist the highest q-value wins; on a tie `br` is
-//! preferred over `gzip`. `x-gzip` counts as `gzip`. Without an acceptable
-//! sibling the file is sent as it is (`identity` is never refused).
+//! Siblings are always candidates; a variant Gatehouse makes is one for the
+//! codings without a sibling. Ties go to the server's preference:
+//! `compression.algorithms`, then the sibling codings it does not list
+//! (`br` before `gzip`, also when `[compression]` is absent).
 
-use http::header::{self, HeaderMap};
+use http::header::HeaderMap;
 
-/// A content coding Gatehouse can serve from a precompressed sibling.
+use crate::compression::Accepted;
+use crate::config::Algorithm;
+
+/// A content coding of a file's representation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Coding {
     Identity,
+    Zstd,
     Brotli,
     Gzip,
 }
 
 impl Coding {
-    /// The sibling file suffix, e.g. `.br`.
+    /// The sibling file suffix, e.g. `.br` (none for zstd: not looked for).
     pub(super) fn suffix(self) -> &'static str {
         match self {
-            Coding::Identity => "",
+            Coding::Identity | Coding::Zstd => "",
             Coding::Brotli => ".br",
             Coding::Gzip => ".gz",
         }
@@ -28,88 +33,56 @@ impl Coding {
 
     /// The `Content-Encoding` token.
     pub(super) fn token(self) -> &'static str {
+        self.algorithm().map_or("identity", Algorithm::token)
+    }
+
+    pub(super) fn algorithm(self) -> Option<Algorithm> {
         match self {
-            Coding::Identity => "identity",
-            Coding::Brotli => "br",
-            Coding::Gzip => "gzip",
+            Coding::Identity => None,
+            Coding::Zstd => Some(Algorithm::Zstd),
+            Coding::Brotli => Some(Algorithm::Brotli),
+            Coding::Gzip => Some(Algorithm::Gzip),
         }
     }
 }
 
-/// q-values in thousandths, as RFC 9110 §12.4.2 allows three decimals.
-type Q = u16;
-
-/// Chooses the coding to send, given which siblings exist.
-pub(super) fn choose(headers: &HeaderMap, have_br: bool, have_gzip: bool) -> Coding {
-    if !have_br && !have_gzip {
-        return Coding::Identity;
-    }
-    let (mut br, mut gzip, mut star): (Option<Q>, Option<Q>, Option<Q>) = (None, None, None);
-    for value in headers.get_all(header::ACCEPT_ENCODING) {
-        let Ok(text) = value.to_str() else { continue };
-        for element in text.split(',') {
-            let mut parts = element.split(';');
-            let coding = parts.next().unwrap_or("").trim();
-            let Some(q) = parts.try_fold(1000, |q, p| param_q(p).map(|v| v.unwrap_or(q))) else {
-                continue;
-            };
-            let slot = if coding.eq_ignore_ascii_case("br") {
-                &mut br
-            } else if coding.eq_ignore_ascii_case("gzip") || coding.eq_ignore_ascii_case("x-gzip") {
-                &mut gzip
-            } else if coding == "*" {
-                &mut star
-            } else {
-                continue;
-            };
-            *slot = Some(slot.map_or(q, |old: Q| old.max(q)));
+impl From<Algorithm> for Coding {
+    fn from(a: Algorithm) -> Coding {
+        match a {
+            Algorithm::Zstd => Coding::Zstd,
+            Algorithm::Brotli => Coding::Brotli,
+            Algorithm::Gzip => Coding::Gzip,
         }
     }
-    let br = if have_br { br.or(star).unwrap_or(0) } else { 0 };
-    let gzip = if have_gzip {
-        gzip.or(star).unwrap_or(0)
-    } else {
-        0
-    };
-    match (br, gzip) {
-        (0, 0) => Coding::Identity,
-        (b, g) if b >= g => Coding::Brotli,
-        _ => Coding::Gzip,
-    }
 }
 
-/// One `;name=value` parameter: `Some(Some(q))` for a valid `q`,
-/// `Some(None)` for another parameter, `None` for an invalid `q`.
-fn param_q(param: &str) -> Option<Option<Q>> {
-    let Some((name, value)) = param.split_once('=') else {
-        return Some(None);
-    };
-    if !name.trim().eq_ignore_ascii_case("q") {
-        return Some(None);
+/// The server's order of preference: `algorithms` (of `[compression]`),
+/// then the sibling codings it leaves out.
+pub(super) fn preference(algorithms: Option<&[Algorithm]>) -> Vec<Algorithm> {
+    let mut order = algorithms.map(<[Algorithm]>::to_vec).unwrap_or_default();
+    for sibling in [Algorithm::Brotli, Algorithm::Gzip] {
+        if !order.contains(&sibling) {
+            order.push(sibling);
+        }
     }
-    parse_q(value.trim()).map(Some)
+    order
 }
 
-/// `0`, `0.5`, `1`, `1.000` → thousandths; anything else is invalid.
-fn parse_q(text: &str) -> Option<Q> {
-    let (whole, frac) = text.split_once('.').unwrap_or((text, ""));
-    if frac.len() > 3 || !frac.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let mut thousandths: Q = 0;
-    for (i, b) in frac.bytes().enumerate() {
-        thousandths += Q::from(b - b'0') * [100, 10, 1][i];
-    }
-    match whole {
-        "0" => Some(thousandths),
-        "1" if thousandths == 0 => Some(1000),
-        _ => None,
-    }
+/// The coding to send, of those `available`.
+pub(super) fn choose(
+    headers: &HeaderMap,
+    preference: &[Algorithm],
+    available: impl Fn(Algorithm) -> bool,
+) -> Coding {
+    Accepted::parse(headers)
+        .choose(preference, available)
+        .map_or(Coding::Identity, Coding::from)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::header;
     use http::HeaderValue;
 
     fn pick(accept: &str, br: bool, gz: bool) -> Coding {
@@ -118,7 +91,11 @@ mod tests {
             header::ACCEPT_ENCODING,
             HeaderValue::from_str(accept).unwrap_or_else(|e| panic!("{e}")),
         );
-        choose(&h, br, gz)
+        choose(&h, &preference(None), |a| match a {
+            Algorithm::Brotli => br,
+            Algorithm::Gzip => gz,
+            Algorithm::Zstd => false,
+        })
     }
 
     #[test]
@@ -129,7 +106,7 @@ mod tests {
         assert_eq!(pick("br", false, true), Coding::Identity);
         assert_eq!(pick("identity", true, true), Coding::Identity);
         assert_eq!(pick("", true, true), Coding::Identity);
-        assert_eq!(choose(&HeaderMap::new(), true, true), Coding::Identity);
+        assert_eq!(pick("zstd", true, true), Coding::Identity);
     }
 
     #[test]
@@ -137,26 +114,20 @@ mod tests {
         assert_eq!(pick("br;q=0, gzip", true, true), Coding::Gzip);
         assert_eq!(pick("br;q=0.0, gzip;q=0", true, true), Coding::Identity);
         assert_eq!(pick("gzip;q=1.0, br;q=0.5", true, true), Coding::Gzip);
-        assert_eq!(pick("BR;Q=0.9, GZIP;q=0.9", true, true), Coding::Brotli);
         assert_eq!(pick("*", true, true), Coding::Brotli);
         assert_eq!(pick("*;q=0", true, true), Coding::Identity);
         assert_eq!(pick("br;q=0, *", true, true), Coding::Gzip);
-        assert_eq!(pick("x-gzip", true, true), Coding::Gzip);
-        // An invalid q-value drops the element.
         assert_eq!(pick("br;q=2, gzip", true, true), Coding::Gzip);
-        assert_eq!(pick("br;q=abc", true, false), Coding::Identity);
     }
 
     #[test]
-    fn q_values() {
-        assert_eq!(parse_q("0"), Some(0));
-        assert_eq!(parse_q("0.001"), Some(1));
-        assert_eq!(parse_q("0.5"), Some(500));
-        assert_eq!(parse_q("1"), Some(1000));
-        assert_eq!(parse_q("1.000"), Some(1000));
-        assert_eq!(parse_q("1.5"), None);
-        assert_eq!(parse_q("0.0001"), None);
-        assert_eq!(parse_q(""), None);
-        assert_eq!(parse_q("-1"), None);
+    fn preference_lists_configured_codings_first() {
+        use Algorithm::*;
+        assert_eq!(preference(None), [Brotli, Gzip]);
+        assert_eq!(preference(Some(&[Zstd, Gzip])), [Zstd, Gzip, Brotli]);
+        assert_eq!(
+            preference(Some(&[Gzip, Zstd, Brotli])),
+            [Gzip, Zstd, Brotli]
+        );
     }
 }

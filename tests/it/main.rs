@@ -14,6 +14,7 @@ mod access;
 mod access_log;
 mod bench_configs;
 mod check;
+mod compression;
 mod cors;
 mod cors_browser;
 mod drain;

@@ -408,6 +408,7 @@ fn route(prefix: &str) -> Route {
         response_buffering: true,
         cors: None,
         access: None,
+        compression: true,
     }
 }
 
@@ -510,6 +511,7 @@ fn fetch(method: &Method, path: &str) -> (u16, Vec<u8>) {
                 file,
                 offset,
                 remaining,
+                ..
             } => {
                 use std::os::unix::fs::FileExt;
                 let mut buf = vec![0u8; remaining.min(1 << 20) as usize];

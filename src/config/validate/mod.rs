@@ -201,6 +201,11 @@ pub(super) fn validate(f: FileConfig, base: &Path) -> Result<Config, Vec<Problem
             )
         })
         .collect();
+    let compression = f
+        .compression
+        .as_ref()
+        .and_then(|s| policies::check_compression(&mut c, s))
+        .map(Arc::new);
     let routes = targets::check_routes(
         &mut c,
         f.routes,
@@ -227,6 +232,7 @@ pub(super) fn validate(f: FileConfig, base: &Path) -> Result<Config, Vec<Problem
             rate_limits,
             cors,
             access,
+            compression,
         })
     } else {
         Err(c.problems)

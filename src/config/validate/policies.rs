@@ -1,12 +1,18 @@
-//! Checks of the policies routes attach: `[cors.NAME]` and `[access.NAME]`.
+//! Checks of the policies routes attach: `[cors.NAME]` and `[access.NAME]`;
+//! and of `[compression]`, which routes may opt out of.
 
 use http::header::{HeaderName, HeaderValue};
 
 use super::Checker;
-use crate::config::defaults::{DEFAULT_CORS_MAX_AGE, DEFAULT_CORS_METHODS};
+use crate::config::defaults::{
+    DEFAULT_COMPRESSION_MIN_SIZE, DEFAULT_COMPRESSION_TYPES, DEFAULT_CORS_MAX_AGE,
+    DEFAULT_CORS_METHODS,
+};
 use crate::config::error::KeyPath;
 use crate::config::file;
-use crate::config::model::{AccessList, CorsPolicy, OriginPattern};
+use crate::config::model::{
+    AccessList, Algorithm, Compression, CorsPolicy, MediaRange, OriginPattern,
+};
 use crate::config::units::{parse_cidr, parse_origin};
 
 pub(super) fn check_cors(c: &mut Checker, name: &str, s: &file::CorsSection) -> CorsPolicy {
@@ -112,5 +118,109 @@ pub(super) fn check_access(c: &mut Checker, name: &str, s: &file::AccessSection)
         name: name.to_string(),
         allow,
         deny,
+    }
+}
+
+/// `[compression]`: `None` when `enabled = false` (the other keys are still checked).
+pub(super) fn check_compression(
+    c: &mut Checker,
+    s: &file::CompressionSection,
+) -> Option<Compression> {
+    let p = KeyPath::of(&["compression"]);
+    let mut algorithms = Vec::new();
+    match &s.algorithms {
+        None => algorithms.extend(Algorithm::ALL),
+        Some(list) => {
+            if list.is_empty() {
+                c.problem(
+                    p.key("algorithms"),
+                    "needs at least one of \"zstd\", \"br\", \"gzip\" (or set enabled = false)",
+                );
+            }
+            for (i, name) in list.iter().enumerate() {
+                match Algorithm::ALL.into_iter().find(|a| a.token() == name) {
+                    Some(a) if algorithms.contains(&a) => c.problem(
+                        p.key("algorithms").index(i),
+                        format!("{name:?} is listed twice"),
+                    ),
+                    Some(a) => algorithms.push(a),
+                    None => c.problem(
+                        p.key("algorithms").index(i),
+                        format!("{name:?} is not one of \"zstd\", \"br\", \"gzip\""),
+                    ),
+                }
+            }
+        }
+    }
+    let min_size = c.size(
+        p.key("min_size"),
+        s.min_size.as_deref(),
+        DEFAULT_COMPRESSION_MIN_SIZE,
+    );
+    let defaults: Vec<String> = DEFAULT_COMPRESSION_TYPES
+        .iter()
+        .map(|t| t.to_string())
+        .collect();
+    let names = s.types.as_ref().unwrap_or(&defaults);
+    let mut types = Vec::new();
+    for (i, text) in names.iter().enumerate() {
+        match media_range(text) {
+            Some(range) => types.push(range),
+            None => c.problem(
+                p.key("types").index(i),
+                format!("{text:?} is not a media type (\"type/subtype\" or \"type/*\")"),
+            ),
+        }
+    }
+    s.enabled.unwrap_or(true).then_some(Compression {
+        algorithms,
+        min_size,
+        types,
+    })
+}
+
+/// `"*/*"`, `"text/*"` or `"application/json"` (no parameters), any case.
+fn media_range(text: &str) -> Option<MediaRange> {
+    let lower = text.trim().to_ascii_lowercase();
+    let (top, sub) = lower.split_once('/')?;
+    let token = |t: &str| {
+        !t.is_empty()
+            && t.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b))
+    };
+    match (top, sub) {
+        ("*", "*") => Some(MediaRange::Any),
+        (top, "*") if token(top) => Some(MediaRange::Type(top.to_string())),
+        (top, sub) if token(top) && token(sub) => Some(MediaRange::Exact(lower.clone())),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn media_ranges() {
+        assert_eq!(media_range("*/*"), Some(MediaRange::Any));
+        assert_eq!(media_range("Text/*"), Some(MediaRange::Type("text".into())));
+        assert_eq!(
+            media_range("application/vnd.api+json"),
+            Some(MediaRange::Exact("application/vnd.api+json".into()))
+        );
+        for bad in [
+            "text",
+            "*/json",
+            "text/",
+            "/json",
+            "text/html; charset=utf-8",
+            "a/b/c",
+        ] {
+            assert_eq!(media_range(bad), None, "{bad}");
+        }
+        let text = MediaRange::Type("text".into());
+        assert!(text.matches("text/html"));
+        assert!(!text.matches("textual/html"));
+        assert!(!text.matches("application/json"));
     }
 }

@@ -449,6 +449,7 @@ pub(super) fn check_routes(
             max_body_size,
             request_buffering: r.request_buffering.unwrap_or(DEFAULT_REQUEST_BUFFERING),
             response_buffering: r.response_buffering.unwrap_or(DEFAULT_RESPONSE_BUFFERING),
+            compression: r.compression.unwrap_or(true),
         });
     }
     out

@@ -3,6 +3,7 @@
 //! helpers are here; the scenarios are split by concern.
 
 mod cache;
+mod compression;
 mod resolution;
 mod streaming;
 mod validators;
@@ -138,8 +139,9 @@ pub(super) async fn body(reply: Reply) -> Vec<u8> {
             file,
             offset,
             remaining,
+            encoder,
         } => {
-            let mut chunks = FileChunks::new(file, offset, remaining);
+            let mut chunks = FileChunks::new(file, offset, remaining, encoder);
             let mut out = Vec::new();
             while let Some(chunk) = chunks.next().await.unwrap() {
                 assert!(chunk.len() <= STREAM_CHUNK_SIZE);

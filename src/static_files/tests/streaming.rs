@@ -38,7 +38,7 @@ async fn a_file_cut_short_while_streaming_is_an_error() {
     let size = STREAM_CHUNK_SIZE * 4 + 12_345;
     f.write("big.bin", vec![7u8; size]);
     let file = std::fs::File::open(f.root().join("big.bin")).unwrap();
-    let mut chunks = FileChunks::new(file, 0, size as u64);
+    let mut chunks = FileChunks::new(file, 0, size as u64, None);
     assert!(chunks.next().await.unwrap().is_some());
     std::fs::File::options()
         .write(true)

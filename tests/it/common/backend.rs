@@ -37,6 +37,16 @@ pub enum Mode {
     Status(u16),
 }
 
+/// A fixed answer body, in place of the JSON echo.
+#[derive(Debug, Clone)]
+pub struct Body {
+    pub content_type: String,
+    /// Sent with `Content-Length` when one piece, else chunked, one chunk per
+    /// piece, `gap` apart.
+    pub pieces: Vec<Vec<u8>>,
+    pub gap: Duration,
+}
+
 /// One request as the backend received it.
 #[derive(Debug, Clone)]
 pub struct Request {
@@ -77,9 +87,32 @@ pub struct BackendBuilder {
     mode: Mode,
     health_status: u16,
     response_headers: Vec<(String, String)>,
+    body: Option<Body>,
 }
 
 impl BackendBuilder {
+    /// Answers every request (not `/health`) with `body` of `content_type`
+    /// and a `Content-Length`, instead of the JSON echo.
+    pub fn body(mut self, content_type: &str, body: impl Into<Vec<u8>>) -> Self {
+        self.body = Some(Body {
+            content_type: content_type.to_string(),
+            pieces: vec![body.into()],
+            gap: Duration::ZERO,
+        });
+        self
+    }
+
+    /// Answers every request (not `/health`) chunked, one chunk per piece,
+    /// `gap` apart, instead of the JSON echo.
+    pub fn chunked(mut self, content_type: &str, pieces: Vec<Vec<u8>>, gap: Duration) -> Self {
+        self.body = Some(Body {
+            content_type: content_type.to_string(),
+            pieces,
+            gap,
+        });
+        self
+    }
+
     /// Name reported in the JSON `server` field and `X-Backend` (default `backend-PORT`).
     pub fn name(mut self, name: &str) -> Self {
         self.name = Some(name.to_string());
@@ -125,6 +158,7 @@ impl BackendBuilder {
             health_status: AtomicU16::new(self.health_status),
             mode: Mutex::new(self.mode),
             response_headers: self.response_headers,
+            body: self.body,
             accepted: AtomicUsize::new(0),
         });
         let backend = Backend {
@@ -143,6 +177,7 @@ struct Shared {
     health_status: AtomicU16,
     mode: Mutex<Mode>,
     response_headers: Vec<(String, String)>,
+    body: Option<Body>,
     /// TCP connections accepted so far.
     accepted: AtomicUsize,
 }
@@ -167,6 +202,7 @@ impl Backend {
             mode: Mode::Normal,
             health_status: 200,
             response_headers: Vec::new(),
+            body: None,
         }
     }
 
@@ -353,6 +389,17 @@ async fn serve(mut stream: TcpStream, shared: Arc<Shared>) {
             }
             let mut headers = vec![("X-Backend".to_string(), shared.name.clone())];
             headers.extend(shared.response_headers.iter().cloned());
+            if let Some(body) = &shared.body {
+                let head = req.method == "HEAD";
+                if write_body(&mut stream, status, &headers, body, keep_alive, head)
+                    .await
+                    .is_err()
+                    || !keep_alive
+                {
+                    return;
+                }
+                continue;
+            }
             let body = echo(&shared.name, &req);
             response(
                 status,
@@ -397,6 +444,50 @@ fn response(
         out.extend_from_slice(body.as_bytes());
     }
     out
+}
+
+/// Writes a fixed [`Body`]: with `Content-Length` when it is one piece, else
+/// chunked with a pause between chunks (the head and each chunk flushed).
+async fn write_body(
+    stream: &mut TcpStream,
+    status: u16,
+    headers: &[(String, String)],
+    body: &Body,
+    keep_alive: bool,
+    head: bool,
+) -> std::io::Result<()> {
+    let mut out = format!(
+        "HTTP/1.1 {status} Status\r\nContent-Type: {}\r\nConnection: {}\r\n",
+        body.content_type,
+        if keep_alive { "keep-alive" } else { "close" }
+    );
+    let chunked = body.pieces.len() != 1;
+    if chunked {
+        out.push_str("Transfer-Encoding: chunked\r\n");
+    } else {
+        out.push_str(&format!("Content-Length: {}\r\n", body.pieces[0].len()));
+    }
+    for (k, v) in headers {
+        out.push_str(&format!("{k}: {v}\r\n"));
+    }
+    out.push_str("\r\n");
+    stream.write_all(out.as_bytes()).await?;
+    if head {
+        return Ok(());
+    }
+    if !chunked {
+        return stream.write_all(&body.pieces[0]).await;
+    }
+    for (i, piece) in body.pieces.iter().enumerate() {
+        if i > 0 {
+            tokio::time::sleep(body.gap).await;
+        }
+        let mut chunk = format!("{:x}\r\n", piece.len()).into_bytes();
+        chunk.extend_from_slice(piece);
+        chunk.extend_from_slice(b"\r\n");
+        stream.write_all(&chunk).await?;
+    }
+    stream.write_all(b"0\r\n\r\n").await
 }
 
 /// The JSON echo: `{"server", "method", "path", "headers": {name: value}}`;
