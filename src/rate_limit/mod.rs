@@ -243,7 +243,8 @@ impl Limiter {
         match on_error {
             OnStoreError::Local => format!(
                 "local buckets ({}/s, burst {})",
-                self.local_rate, self.local_burst
+                (self.local_rate * 100.0).round() / 100.0,
+                self.local_burst
             ),
             OnStoreError::Allow => "admitting every request (on_store_error = allow)".into(),
             OnStoreError::Deny => "refusing every request (on_store_error = deny)".into(),

@@ -90,29 +90,45 @@ impl Store {
     /// (without waiting); never fails: a store without a client fails every
     /// check.
     pub fn new(url: &str) -> Arc<Store> {
+        let store = Arc::new(Self::unstarted(url));
+        store.warm_up();
+        store
+    }
+
+    fn unstarted(url: &str) -> Store {
         let label = label_of(url);
         let conn = Self::connect(url).map_err(|e| {
             log::error!("rate limit store {label}: {e}");
             e
         });
-        metrics::set_store_up(&label, true);
-        if let (Ok(conn), Some(runtime)) = (&conn, RUNTIME.as_ref()) {
-            // Connect and load the script now, so that the first check is one
-            // round trip; a store that is down is found by the checks.
-            let mut conn = conn.clone();
-            let label = label.clone();
-            runtime.spawn(async move {
-                if let Err(e) = SCRIPT.load_async(&mut conn).await {
-                    log::debug!("rate limit store {label}: loading the script: {e}");
-                }
-            });
-        }
-        Arc::new(Store {
+        // Unknown until the first answer.
+        metrics::set_store_up(&label, false);
+        Store {
             url: url.to_string(),
             label,
             conn,
             retry_at: AtomicU64::new(0),
-        })
+        }
+    }
+
+    /// Connects and loads the script now, so that the first check is one
+    /// round trip; a store that does not answer is marked down (logged,
+    /// counted) as a failed check would.
+    fn warm_up(self: &Arc<Self>) {
+        let (Ok(conn), Some(runtime)) = (&self.conn, RUNTIME.as_ref()) else {
+            return;
+        };
+        let mut conn = conn.clone();
+        let store = Arc::clone(self);
+        runtime.spawn(async move {
+            let load = SCRIPT.load_async(&mut conn);
+            match tokio::time::timeout(STORE_CONNECT_TIMEOUT, load).await {
+                Ok(Ok(_)) if !store.is_down() => metrics::set_store_up(&store.label, true),
+                Ok(Ok(_)) => store.succeeded(),
+                Ok(Err(e)) => store.failed(&StoreError::Redis(e)),
+                Err(_) => store.failed(&StoreError::Timeout(STORE_CONNECT_TIMEOUT)),
+            }
+        });
     }
 
     fn connect(url: &str) -> Result<ConnectionManager, String> {
@@ -215,7 +231,8 @@ impl Store {
     }
 
     fn succeeded(&self) {
-        if self.retry_at.swap(0, Ordering::Relaxed) != 0 {
+        let was_down = self.retry_at.swap(0, Ordering::Relaxed) != 0;
+        if was_down {
             log::info!("rate limit store {} answers again", self.label);
             metrics::set_store_up(&self.label, true);
         }
@@ -263,7 +280,7 @@ mod tests {
 
     #[test]
     fn a_failed_store_rests_then_lets_one_check_through() {
-        let store = Store::new("redis://127.0.0.1:1");
+        let store = Store::unstarted("redis://127.0.0.1:1");
         assert!(store.may_try());
         store.failed(&StoreError::Resting);
         assert!(store.is_down());

@@ -405,7 +405,10 @@ async fn a_reload_to_another_store_reconnects() {
     let api = Backend::named("api").await;
     let gh = instance(
         &api,
-        &shared_limit(&first.url(), 100, 100, "[rate_limit.open]\nrate = 1000"),
+        // One request every 10 s: a bucket's key lives 10 s after a request
+        // (keys expire once their bucket is full again).
+        &shared_limit(&first.url(), 1, 100, "[rate_limit.open]\nrate = 1000")
+            .replace("rate = 1\n", "rate = 0.1\n"),
     )
     .await;
     let c = client();
