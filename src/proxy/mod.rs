@@ -128,7 +128,9 @@ impl ProxyHttp for Gatehouse {
         };
         let mut decided = stages::run(&request, &snapshot, ctx);
         if let Decision::AskStore = decided {
-            decided = ask_store(ctx).await;
+            // Boxed: the await's state is allocated only by routes with a
+            // shared limit, not carried in every request's future.
+            decided = Box::pin(ask_store(ctx)).await;
             if let Decision::Continue = decided {
                 decided = stages::resume(&request, &snapshot, ctx);
             }

@@ -400,6 +400,45 @@ mod tests {
     }
 
     #[test]
+    fn reload_keeps_the_store_of_a_url_still_named() {
+        let shared = |rate: f64, url: &str| RateLimit {
+            name: "s".into(),
+            key: RateKey::ClientIp,
+            rate,
+            burst: 1,
+            store: Some(RateStore {
+                url: url.into(),
+                timeout: Duration::from_millis(50),
+                on_error: OnStoreError::Local,
+                instances: 1,
+            }),
+        };
+        let mut cfg = BTreeMap::new();
+        cfg.insert("s".to_string(), shared(1.0, "redis://127.0.0.1:1"));
+        cfg.insert("t".to_string(), shared(2.0, "redis://127.0.0.1:1"));
+        let first = Limiters::build(&cfg, None);
+        let store = |l: &Limiters, n: &str| Arc::clone(l.get(n).unwrap().store().unwrap());
+        assert!(
+            Arc::ptr_eq(&store(&first, "s"), &store(&first, "t")),
+            "one per URL"
+        );
+        cfg.insert("s".to_string(), shared(5.0, "redis://127.0.0.1:1"));
+        let changed_rate = Limiters::build(&cfg, Some(&first));
+        assert!(!Arc::ptr_eq(
+            first.get("s").unwrap(),
+            changed_rate.get("s").unwrap()
+        ));
+        assert!(Arc::ptr_eq(&store(&first, "s"), &store(&changed_rate, "s")));
+        cfg.insert("s".to_string(), shared(5.0, "redis://127.0.0.1:2"));
+        let moved = Limiters::build(&cfg, Some(&changed_rate));
+        assert!(
+            !Arc::ptr_eq(&store(&first, "s"), &store(&moved, "s")),
+            "a new URL reconnects"
+        );
+        assert!(Arc::ptr_eq(&store(&first, "t"), &store(&moved, "t")));
+    }
+
+    #[test]
     fn reload_keeps_buckets_of_unchanged_limits() {
         let mut cfg = BTreeMap::new();
         cfg.insert(
