@@ -122,6 +122,7 @@ fn bench_rate_limit(c: &mut Criterion) {
             key: RateKey::ClientIp,
             rate: 1e9,
             burst: 1_000_000,
+            store: None,
         },
     );
     let limiters = Limiters::build(&cfg, None);

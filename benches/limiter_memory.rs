@@ -49,6 +49,7 @@ fn main() {
             key: RateKey::ClientIp,
             rate: RATE,
             burst: 1,
+            store: None,
         },
     );
     let limiters = Limiters::build(&config, None);

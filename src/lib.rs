@@ -18,6 +18,7 @@
 //!  CORS preflight of the route ──▶ 204 / 403                   proxy::cors
 //!     ▼
 //!  rate limits of the route ──▶ 429                            rate_limit
+//!     (shared ones: one round trip to Redis)                   rate_limit::store
 //!     ▼
 //!  body size ──▶ 413
 //!     ├─ static site ──▶ file, 304, 206, SPA fallback          static_files
@@ -57,7 +58,7 @@ pub mod tls;
 pub(crate) mod answers;
 /// The `ProxyHttp` implementation: the request's stages, upstream, answers.
 pub mod proxy;
-/// Keyed GCRA rate limiters.
+/// Keyed GCRA rate limiters, local or shared through Redis.
 pub mod rate_limit;
 /// Static sites: safe paths, conditional and range requests, the file cache.
 pub mod static_files;

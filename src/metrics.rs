@@ -27,6 +27,9 @@ pub(crate) struct Metrics {
     pub upstream_ejections: IntCounterVec,
     pub upstream_ejected: IntGaugeVec,
     pub rate_limited: IntCounterVec,
+    pub store_up: IntGaugeVec,
+    pub store_errors: IntCounterVec,
+    pub store_fallbacks: IntCounterVec,
     pub access_denied: IntCounterVec,
     pub config_reloads: IntCounterVec,
     pub last_reload_success: Gauge,
@@ -101,6 +104,24 @@ fn build() -> Result<Metrics, prometheus::Error> {
         "Requests refused with 429, by limit name.",
         &["limit"],
     )?;
+    let store_up = IntGaugeVec::new(
+        Opts::new(
+            "gatehouse_rate_limit_store_up",
+            "1 while the rate limit store answers, 0 while its limits fall back.",
+        ),
+        &["store"],
+    )?;
+    registry.register(Box::new(store_up.clone()))?;
+    let store_errors = counter(
+        "gatehouse_rate_limit_store_errors_total",
+        "Calls to a rate limit store that failed or timed out, by store.",
+        &["store"],
+    )?;
+    let store_fallbacks = counter(
+        "gatehouse_rate_limit_store_fallbacks_total",
+        "Checks of a shared limit answered by on_store_error instead of the store, by limit.",
+        &["limit"],
+    )?;
     let access_denied = counter(
         "gatehouse_access_denied_total",
         "Requests refused with 403 by an access list, by list name.",
@@ -168,6 +189,9 @@ fn build() -> Result<Metrics, prometheus::Error> {
         upstream_ejections,
         upstream_ejected,
         rate_limited,
+        store_up,
+        store_errors,
+        store_fallbacks,
         access_denied,
         config_reloads,
         last_reload_success,
@@ -321,6 +345,34 @@ pub(crate) fn record_compressed(encoding: &str, cached: bool) {
 pub(crate) fn record_rate_limited(limit: &str) {
     if let Some(m) = get() {
         m.rate_limited.with_label_values(&[limit]).inc();
+    }
+}
+
+/// Sets whether a rate limit store answers.
+pub(crate) fn set_store_up(store: &str, up: bool) {
+    if let Some(m) = get() {
+        m.store_up.with_label_values(&[store]).set(i64::from(up));
+    }
+}
+
+/// Drops the gauge of a store no limit names any more.
+pub(crate) fn remove_store(store: &str) {
+    if let Some(m) = get() {
+        let _ = m.store_up.remove_label_values(&[store]);
+    }
+}
+
+/// Counts a failed or timed-out call to a rate limit store.
+pub(crate) fn record_store_error(store: &str) {
+    if let Some(m) = get() {
+        m.store_errors.with_label_values(&[store]).inc();
+    }
+}
+
+/// Counts a check of a shared limit answered by its `on_store_error`.
+pub(crate) fn record_store_fallback(limit: &str) {
+    if let Some(m) = get() {
+        m.store_fallbacks.with_label_values(&[limit]).inc();
     }
 }
 

@@ -111,3 +111,15 @@ pub const MAX_RETRIES: i64 = 100;
 pub const MAX_WEIGHT: u32 = 1000;
 /// Highest `rate_limit.NAME.rate`, requests per second.
 pub const MAX_RATE: f64 = 1e9;
+/// `rate_limit.NAME.store_timeout` when absent: the longest wait for one
+/// check against the store.
+pub const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_millis(50);
+/// Longest `rate_limit.NAME.store_timeout`.
+pub const MAX_STORE_TIMEOUT: Duration = Duration::from_secs(10);
+/// `rate_limit.NAME.instances` when absent.
+pub const DEFAULT_INSTANCES: u32 = 1;
+/// After a failed check, how long a store is left alone (checks use
+/// `on_store_error` meanwhile) before one check tries it again.
+pub const STORE_RETRY_INTERVAL: Duration = Duration::from_secs(1);
+/// How long connecting to a store may take before the attempt fails.
+pub const STORE_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);

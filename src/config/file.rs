@@ -222,6 +222,15 @@ pub struct RateLimitSection {
     pub key: Option<String>,
     pub rate: f64,
     pub burst: Option<i64>,
+    /// `"redis://host:port[/db]"`: the buckets live there, shared by every
+    /// instance that names the same store and limit.
+    pub store: Option<String>,
+    /// How long a check may wait for the store, e.g. `"50ms"`.
+    pub store_timeout: Option<String>,
+    /// `"local"`, `"allow"` or `"deny"`.
+    pub on_store_error: Option<String>,
+    /// How many instances share the limit (the local fallback divides by it).
+    pub instances: Option<i64>,
 }
 
 /// `[cors.NAME]`

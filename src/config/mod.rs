@@ -131,6 +131,54 @@ rate = "fast"
     }
 
     #[test]
+    fn store_keys_are_checked_and_need_a_store() {
+        let text = r#"[http]
+listen = ["127.0.0.1:8080"]
+redirect_to_https = false
+
+[rate_limit.shared]
+rate = 50
+store = "http://127.0.0.1:6379"
+store_timeout = "0ms"
+on_store_error = "panic"
+instances = 0
+
+[rate_limit.local]
+rate = 5
+instances = 3
+"#;
+        let errors = parse(text, None, Path::new("/")).unwrap_err();
+        let found: Vec<_> = errors
+            .0
+            .iter()
+            .map(|e| (e.key.as_str(), e.position))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                ("rate_limit.shared.store", Some((7, 1))),
+                ("rate_limit.shared.store_timeout", Some((8, 1))),
+                ("rate_limit.shared.on_store_error", Some((9, 1))),
+                ("rate_limit.shared.instances", Some((10, 1))),
+                ("rate_limit.local.instances", Some((14, 1))),
+            ],
+            "{errors}"
+        );
+        let good = "[http]\nlisten = [\"127.0.0.1:8080\"]\nredirect_to_https = false\n[rate_limit.a]\nrate = 50\nburst = 100\nstore = \"redis://127.0.0.1:6379/2\"\non_store_error = \"deny\"\ninstances = 3\n";
+        let config = parse(good, None, Path::new("/")).unwrap();
+        let store = config.rate_limits["a"].store.clone().unwrap();
+        assert_eq!(
+            store,
+            RateStore {
+                url: "redis://127.0.0.1:6379/2".into(),
+                timeout: defaults::DEFAULT_STORE_TIMEOUT,
+                on_error: OnStoreError::Deny,
+                instances: 3,
+            }
+        );
+    }
+
+    #[test]
     fn a_placeholder_is_not_reported_again_by_validation() {
         // `servers = 5` is replaced by an empty list, which validation would
         // report as "needs at least one address" on the same key.

@@ -230,6 +230,31 @@ pub struct RateLimit {
     pub rate: f64,
     /// Bucket size.
     pub burst: u32,
+    /// Where the buckets live when they are shared by several instances.
+    pub store: Option<RateStore>,
+}
+
+/// `store`, `store_timeout`, `on_store_error` and `instances` of a `[rate_limit.NAME]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RateStore {
+    /// `redis://...` as configured (it may hold a password).
+    pub url: String,
+    /// Longest wait for one check.
+    pub timeout: Duration,
+    pub on_error: OnStoreError,
+    /// Instances expected to share the limit, at least 1.
+    pub instances: u32,
+}
+
+/// What a check does while the store does not answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnStoreError {
+    /// Local buckets at `rate / instances` and `burst / instances`.
+    Local,
+    /// Admit the request uncounted.
+    Allow,
+    /// Refuse with 429.
+    Deny,
 }
 
 /// One entry of `allow_origins`.

@@ -11,7 +11,7 @@ use crate::compression::Encoder;
 use crate::config::{Compression, Route};
 use crate::lifecycle::drain::RequestInFlight;
 use crate::pool::{InFlight, Pool};
-use crate::rate_limit::Decision as RateDecision;
+use crate::rate_limit::{Decision as RateDecision, Key as RateKey, Limiter};
 use crate::state::Snapshot;
 
 /// Per-request state, alive from the first filter to `logging`.
@@ -37,6 +37,8 @@ pub struct Ctx {
     pub upstream_status: Option<u16>,
     /// The most restrictive rate-limit decision, for the `RateLimit-*` headers.
     pub rate: Option<RateDecision>,
+    /// Shared limits of the route still to ask their store about, in order.
+    pub shared_limits: Vec<(Arc<Limiter>, RateKey)>,
     /// The request body, read whole before a server was chosen (request buffering).
     pub(crate) body: Option<BufferedBody>,
     /// Request body bytes seen so far, against `max_body`.
@@ -75,6 +77,7 @@ impl Ctx {
             upstream_start: None,
             upstream_status: None,
             rate: None,
+            shared_limits: Vec::new(),
             body: None,
             body_seen: 0,
             max_body: u64::MAX,

@@ -4,6 +4,7 @@
 //! request_filter        snapshot → request id → client ip → the stages (stages.rs):
 //!                       framing → head size → redirect → host → route → access
 //!                       → cors preflight → rate limits → body size → static site | pool
+//!                       (shared rate limits: one await on their store, then the rest)
 //! upstream_peer         pick a healthy, not ejected server not tried yet (retries land here again)
 //! fail_to_connect       passive health counts a failure; retry on another server while `retries` allow
 //! upstream_request_filter  strip prefix, forwarding headers
@@ -56,6 +57,18 @@ use crate::state::State;
 /// The proxy. Cheap to clone; all state is in [`State`].
 pub struct Gatehouse {
     pub state: Arc<State>,
+}
+
+/// Asks the store of each shared limit the rate-limit stage queued, in
+/// order; the first refusal is the answer.
+async fn ask_store(ctx: &mut Ctx) -> Decision {
+    for (limiter, key) in std::mem::take(&mut ctx.shared_limits) {
+        let answer = limiter.check_shared(&key).await;
+        if let Some(refused) = stages::apply_rate(&limiter.config.name, answer, ctx) {
+            return refused;
+        }
+    }
+    Decision::Continue
 }
 
 #[async_trait]
@@ -115,7 +128,16 @@ impl ProxyHttp for Gatehouse {
             head: session.req_header(),
             raw: raw.as_deref(),
         };
-        match stages::run(&request, &snapshot, ctx) {
+        let mut decided = stages::run(&request, &snapshot, ctx);
+        if let Decision::AskStore = decided {
+            // Boxed: the await's state is allocated only by routes with a
+            // shared limit, not carried in every request's future.
+            decided = Box::pin(ask_store(ctx)).await;
+            if let Decision::Continue = decided {
+                decided = stages::resume(&request, &snapshot, ctx);
+            }
+        }
+        match decided {
             Decision::Continue => {}
             decided => {
                 respond::send(session, ctx, decided).await?;

@@ -29,6 +29,9 @@ pub(crate) async fn send(
         Decision::Redirect(location) => send_redirect(session, ctx, &location).await,
         Decision::Preflight(headers) => send_preflight(session, ctx, headers).await,
         Decision::Static { site, path } => site::serve(session, ctx, &site, &path).await,
+        // `request_filter` asks the store before anything is sent; reaching
+        // here would be a bug of ours, answered as one.
+        Decision::AskStore => send_error_with(session, ctx, 500, &[]).await,
     }
 }
 

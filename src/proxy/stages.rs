@@ -8,7 +8,10 @@
 //!
 //! The first stage that does not answer [`Decision::Continue`] decides the
 //! answer; `respond::send` writes it. No stage does I/O, so each is tested
-//! here without a `Session`.
+//! here without a `Session`. A route with a shared limit (one whose buckets
+//! are in a store) stops at the rate limits with [`Decision::AskStore`]:
+//! `request_filter` awaits the store, applies its answers with [`apply_rate`]
+//! as the stage applies local ones, then [`resume`]s after the rate limits.
 
 use std::sync::Arc;
 
@@ -19,6 +22,7 @@ use super::ctx::Ctx;
 use super::{cors, framing, headers, redirect, route};
 use crate::config::Target;
 use crate::metrics;
+use crate::rate_limit::Decision as RateDecision;
 use crate::state::Snapshot;
 use crate::static_files::Site;
 
@@ -45,6 +49,9 @@ pub(crate) enum Decision {
     Preflight(Vec<(HeaderName, HeaderValue)>),
     /// Serve `path` from a static site.
     Static { site: Arc<Site>, path: String },
+    /// Shared limits wait in `ctx.shared_limits`: ask their store, then
+    /// [`resume`].
+    AskStore,
 }
 
 impl Decision {
@@ -72,9 +79,21 @@ pub(crate) const STAGES: [(&str, Stage); 10] = [
     ("target", target),
 ];
 
+/// Where [`resume`] starts: the stage after the rate limits.
+const AFTER_RATE_LIMITS: usize = 8;
+
 /// Runs the stages until one decides.
 pub(crate) fn run(req: &Request<'_>, snapshot: &Snapshot, ctx: &mut Ctx) -> Decision {
-    for (_, stage) in STAGES {
+    run_from(0, req, snapshot, ctx)
+}
+
+/// Runs the stages after the rate limits (once the store has answered).
+pub(crate) fn resume(req: &Request<'_>, snapshot: &Snapshot, ctx: &mut Ctx) -> Decision {
+    run_from(AFTER_RATE_LIMITS, req, snapshot, ctx)
+}
+
+fn run_from(first: usize, req: &Request<'_>, snapshot: &Snapshot, ctx: &mut Ctx) -> Decision {
+    for (_, stage) in STAGES.iter().skip(first) {
         match stage(req, snapshot, ctx) {
             Decision::Continue => {}
             decided => return decided,
@@ -193,6 +212,8 @@ fn cors_preflight(req: &Request<'_>, snapshot: &Snapshot, ctx: &mut Ctx) -> Deci
 
 /// Every limit of the route must allow the request, else 429 with
 /// `Retry-After`; the most restrictive answer feeds the `RateLimit-*` headers.
+/// Local limits are checked here; shared ones are queued in
+/// `ctx.shared_limits` for `request_filter` to ask the store.
 fn rate_limits(req: &Request<'_>, snapshot: &Snapshot, ctx: &mut Ctx) -> Decision {
     let Some(route) = ctx.route.and_then(|i| snapshot.routes.get(i)) else {
         return Decision::Continue;
@@ -202,25 +223,48 @@ fn rate_limits(req: &Request<'_>, snapshot: &Snapshot, ctx: &mut Ctx) -> Decisio
             continue;
         };
         let key = limiter.key_for(ctx.client_ip, &req.head.headers);
-        let decision = limiter.check(&key);
-        if !decision.allowed {
-            metrics::record_rate_limited(name);
-            let retry_after = decision.reset_secs.to_string();
-            ctx.rate = Some(decision);
-            return Decision::Error {
-                status: 429,
-                headers: vec![(http::header::RETRY_AFTER, retry_after)],
-            };
+        if limiter.is_shared() {
+            ctx.shared_limits.push((limiter.clone(), key));
+            continue;
         }
-        if ctx
-            .rate
-            .as_ref()
-            .is_none_or(|d| decision.remaining < d.remaining)
-        {
-            ctx.rate = Some(decision);
+        if let Some(refused) = apply_rate(name, Some(limiter.check(&key)), ctx) {
+            return refused;
         }
     }
-    Decision::Continue
+    if ctx.shared_limits.is_empty() {
+        Decision::Continue
+    } else {
+        Decision::AskStore
+    }
+}
+
+/// Applies one limit's answer: a refusal is the 429 to send (counted); an
+/// admission feeds `ctx.rate` when it is the most restrictive so far. `None`
+/// (a shared limit whose store is down, with `on_store_error = "allow"`)
+/// admits without headers.
+pub(crate) fn apply_rate(
+    name: &str,
+    decision: Option<RateDecision>,
+    ctx: &mut Ctx,
+) -> Option<Decision> {
+    let decision = decision?;
+    if !decision.allowed {
+        metrics::record_rate_limited(name);
+        let retry_after = decision.reset_secs.to_string();
+        ctx.rate = Some(decision);
+        return Some(Decision::Error {
+            status: 429,
+            headers: vec![(http::header::RETRY_AFTER, retry_after)],
+        });
+    }
+    if ctx
+        .rate
+        .as_ref()
+        .is_none_or(|d| decision.remaining < d.remaining)
+    {
+        ctx.rate = Some(decision);
+    }
+    None
 }
 
 /// A declared body over the route's `max_body_size`: 413 (a chunked body is
@@ -329,6 +373,29 @@ burst = 1
             Decision::Error { status, .. } => Some(*status),
             _ => None,
         }
+    }
+
+    #[test]
+    fn resume_starts_right_after_the_rate_limits() {
+        assert_eq!(STAGES[AFTER_RATE_LIMITS - 1].0, "rate limits");
+    }
+
+    #[test]
+    fn a_shared_limit_is_left_to_the_store_and_a_local_one_checked_here() {
+        let snap = snapshot("store = \"redis://127.0.0.1:1\"\n");
+        let h = head("GET /api/x", &[("host", "a")]);
+        let (d, ctx) = decide(&snap, &h, None);
+        assert!(matches!(d, Decision::AskStore), "{d:?}");
+        assert_eq!(ctx.shared_limits.len(), 1);
+        assert!(
+            ctx.rate.is_none() && ctx.pool.is_none(),
+            "nothing after the limits ran"
+        );
+        // The local limit of the same route is checked in the stage.
+        let local = snapshot("");
+        let (d, ctx) = decide(&local, &h, None);
+        assert!(matches!(d, Decision::Continue), "{d:?}");
+        assert!(ctx.shared_limits.is_empty());
     }
 
     #[test]

@@ -28,6 +28,7 @@ mod passive_health;
 mod proptest_invariants;
 mod proxy_protocol;
 mod rate_limit;
+mod rate_limit_redis;
 mod redirect;
 mod reload;
 mod sigint;

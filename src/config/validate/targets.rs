@@ -332,11 +332,68 @@ pub(super) fn check_rate_limit(
     }
     let default_burst = r.rate.ceil().max(1.0) as i64;
     let burst = c.positive(p.key("burst"), Some(r.burst.unwrap_or(default_burst)), 1);
+    let store = check_rate_store(c, &p, r);
     Some(RateLimit {
         name: name.to_string(),
         key,
         rate: r.rate,
         burst,
+        store,
+    })
+}
+
+/// `store` and the keys that only mean something with it.
+fn check_rate_store(c: &mut Checker, p: &KeyPath, r: &file::RateLimitSection) -> Option<RateStore> {
+    let Some(url) = &r.store else {
+        for (key, set) in [
+            ("store_timeout", r.store_timeout.is_some()),
+            ("on_store_error", r.on_store_error.is_some()),
+            ("instances", r.instances.is_some()),
+        ] {
+            if set {
+                c.problem(
+                    p.key(key),
+                    "only applies to a limit with a store (add store = \"redis://HOST:PORT\")",
+                );
+            }
+        }
+        return None;
+    };
+    if let Err(e) = redis::IntoConnectionInfo::into_connection_info(url.as_str()) {
+        c.problem(
+            p.key("store"),
+            format!("{url:?} is not a usable Redis URL (redis://HOST:PORT[/DB]): {e}"),
+        );
+    }
+    let timeout = c.duration(
+        p.key("store_timeout"),
+        r.store_timeout.as_deref(),
+        DEFAULT_STORE_TIMEOUT,
+    );
+    if timeout.is_zero() || timeout > MAX_STORE_TIMEOUT {
+        c.problem(
+            p.key("store_timeout"),
+            format!("must be above 0 and at most {MAX_STORE_TIMEOUT:?}, got {timeout:?}"),
+        );
+    }
+    let on_error = match r.on_store_error.as_deref() {
+        None | Some("local") => OnStoreError::Local,
+        Some("allow") => OnStoreError::Allow,
+        Some("deny") => OnStoreError::Deny,
+        Some(other) => {
+            c.problem(
+                p.key("on_store_error"),
+                format!("unknown value {other:?}: use local, allow or deny"),
+            );
+            OnStoreError::Local
+        }
+    };
+    let instances = c.positive(p.key("instances"), r.instances, DEFAULT_INSTANCES);
+    Some(RateStore {
+        url: url.clone(),
+        timeout,
+        on_error,
+        instances,
     })
 }
 

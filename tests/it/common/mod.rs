@@ -10,6 +10,7 @@
 //!   config string with placeholders for ports, the dir and backend addresses;
 //!   waits for its listeners, kills it on drop, and hands out clients that trust
 //!   its generated certificate.
+//! - [`redis`]: a real `redis-server` on a free loopback port (shared rate limits).
 //! - [`tls`]: raw TLS handshakes (version, ALPN, SNI, served certificate) and
 //!   [`raw`]: raw HTTP/1.1 exchanges over TCP or TLS for inputs a client library
 //!   would normalise or refuse.
@@ -40,6 +41,7 @@ pub mod backend;
 pub mod gatehouse;
 pub mod load;
 pub mod raw;
+pub mod redis;
 pub mod serial;
 pub mod tls;
 pub mod websocket;
