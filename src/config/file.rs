@@ -34,6 +34,8 @@ pub struct FileConfig {
     /// Named access lists, attached to routes with `access = "NAME"`.
     #[serde(default)]
     pub access: BTreeMap<String, AccessSection>,
+    /// Certificates from an ACME CA (Let's Encrypt and others).
+    pub acme: Option<AcmeSection>,
 }
 
 /// `[server]`
@@ -244,4 +246,25 @@ pub struct AccessSection {
     /// Addresses and CIDR blocks refused, checked before `allow`.
     #[serde(default)]
     pub deny: Vec<String>,
+}
+
+/// `[acme]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AcmeSection {
+    /// The CA's directory URL.
+    pub directory: Option<String>,
+    /// `"mailto:ops@example.com"`, or a list of them.
+    pub contact: Option<OneOrMany>,
+    pub domains: Vec<String>,
+    /// Directory of the account key and issued certificates.
+    pub storage: Option<String>,
+    /// `"http-01"` or `"tls-alpn-01"`.
+    pub challenge: Option<String>,
+    /// Renew this long before the certificate expires, e.g. `"30d"`.
+    pub renew_before: Option<String>,
+    /// PEM file of extra roots trusted for the directory's HTTPS.
+    pub ca_bundle: Option<String>,
+    /// First wait after a failed attempt, e.g. `"1m"`; doubles up to an hour.
+    pub retry_backoff: Option<String>,
 }

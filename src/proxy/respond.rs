@@ -29,6 +29,12 @@ pub(crate) async fn send(
         Decision::Redirect(location) => send_redirect(session, ctx, &location).await,
         Decision::Preflight(headers) => send_preflight(session, ctx, headers).await,
         Decision::Static { site, path } => site::serve(session, ctx, &site, &path).await,
+        Decision::AcmeChallenge(key_authorization) => {
+            let mut header = ResponseHeader::build(200, Some(3))?;
+            header.insert_header(http::header::CONTENT_TYPE, "application/octet-stream")?;
+            header.insert_header(http::header::CACHE_CONTROL, "no-store")?;
+            send_body(session, ctx, header, Bytes::from(key_authorization)).await
+        }
     }
 }
 

@@ -2,7 +2,7 @@
 //! the config snapshot and the request's context, returning a [`Decision`].
 //!
 //! ```text
-//! framing → head size → redirect → host → route → access → cors preflight
+//! framing → head size → acme challenge → redirect → host → route → access → cors preflight
 //!         → rate limits → body size → target
 //! ```
 //!
@@ -45,6 +45,8 @@ pub(crate) enum Decision {
     Preflight(Vec<(HeaderName, HeaderValue)>),
     /// Serve `path` from a static site.
     Static { site: Arc<Site>, path: String },
+    /// A 200 with an ACME http-01 key authorization.
+    AcmeChallenge(String),
 }
 
 impl Decision {
@@ -59,9 +61,10 @@ impl Decision {
 type Stage = fn(&Request<'_>, &Snapshot, &mut Ctx) -> Decision;
 
 /// The stages in the order they run, with their names.
-pub(crate) const STAGES: [(&str, Stage); 10] = [
+pub(crate) const STAGES: [(&str, Stage); 11] = [
     ("framing", framing),
     ("head size", head_size),
+    ("acme challenge", acme_challenge),
     ("redirect", redirect),
     ("host", host),
     ("route", route),
@@ -101,6 +104,22 @@ fn head_size(req: &Request<'_>, snapshot: &Snapshot, _: &mut Ctx) -> Decision {
         Decision::error(431)
     } else {
         Decision::Continue
+    }
+}
+
+/// With `[acme]`, on the plain listener: the key authorization of a pending
+/// http-01 challenge, before any redirect (the CA validates over plain HTTP).
+/// Without `[acme]`, one `Option` check.
+fn acme_challenge(req: &Request<'_>, snapshot: &Snapshot, ctx: &mut Ctx) -> Decision {
+    let Some(acme) = snapshot.acme.as_ref().filter(|_| !ctx.tls) else {
+        return Decision::Continue;
+    };
+    if req.head.method != http::Method::GET && req.head.method != http::Method::HEAD {
+        return Decision::Continue;
+    }
+    match acme.http01.answer(req.head.uri.path()) {
+        Some(key_authorization) => Decision::AcmeChallenge(key_authorization),
+        None => Decision::Continue,
     }
 }
 
