@@ -4,7 +4,8 @@
 #   bash .ci/deps.sh --test   and to test: nginx (the load benchmark's generated
 #                             Nginx config is checked with `nginx -t`), haproxy
 #                             and curl (PROXY protocol tests), chromium (the CORS
-#                             test runs a real browser headless)
+#                             test runs a real browser headless), pebble
+#                             (the ACME tests' CA, with pebble-challtestsrv)
 set -euo pipefail
 missing=()
 need() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || missing+=("${2:-$1}"); }
@@ -13,6 +14,7 @@ if [ "${1:-}" = "--test" ]; then
   need nginx
   need haproxy
   need curl
+  need pebble
   command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || missing+=(chromium)
 fi
 if [ ${#missing[@]} -gt 0 ]; then
