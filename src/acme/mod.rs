@@ -54,7 +54,7 @@ impl Http01 {
             .cloned()
     }
 
-    fn insert(&self, token: String, key_authorization: String) {
+    pub(crate) fn insert(&self, token: String, key_authorization: String) {
         self.tokens
             .lock()
             .unwrap_or_else(PoisonError::into_inner)

@@ -351,6 +351,53 @@ burst = 1
     }
 
     #[test]
+    fn a_pending_acme_token_is_answered_on_the_plain_listener_before_the_redirect() {
+        let mut built = Snapshot::build((*snapshot("").config).clone(), None);
+        let mut http = built.config.http.clone().unwrap();
+        http.redirect_to_https = true;
+        let mut config = (*built.config).clone();
+        config.http = Some(http);
+        built.config = Arc::new(config);
+        let acme = Arc::new(crate::acme::AcmeState {
+            http01: crate::acme::Http01::default(),
+            certs: Arc::new(crate::tls::AcmeCerts::new(vec!["a.example".into()])),
+        });
+        acme.http01.insert("tok".into(), "tok.thumb".into());
+        built.acme = Some(acme);
+        let snap = Arc::new(built);
+        let host = [("host", "a.example")];
+        let h = head("GET /.well-known/acme-challenge/tok", &host);
+        let (d, _) = decide(&snap, &h, None);
+        assert!(
+            matches!(&d, Decision::AcmeChallenge(k) if k == "tok.thumb"),
+            "{d:?}"
+        );
+        // Other tokens, other methods and TLS requests go on to the redirect.
+        for (line, tls) in [
+            ("GET /.well-known/acme-challenge/other", false),
+            ("POST /.well-known/acme-challenge/tok", false),
+            ("GET /.well-known/acme-challenge/tok", true),
+        ] {
+            let h = head(line, &host);
+            let mut ctx = Ctx::new();
+            ctx.snapshot = Some(snap.clone());
+            ctx.tls = tls;
+            let d = run(
+                &Request {
+                    head: &h,
+                    raw: None,
+                },
+                &snap,
+                &mut ctx,
+            );
+            assert!(
+                !matches!(d, Decision::AcmeChallenge(_)),
+                "{line} tls={tls}: {d:?}"
+            );
+        }
+    }
+
+    #[test]
     fn a_good_api_request_goes_upstream_with_its_route() {
         let snap = snapshot("");
         let h = head("GET /api/x", &[("host", "a")]);
