@@ -5,7 +5,8 @@
 #                             Nginx config is checked with `nginx -t`), haproxy
 #                             and curl (PROXY protocol tests), chromium (the CORS
 #                             test runs a real browser headless), redis-server
-#                             (shared rate limits)
+#                             (shared rate limits), pebble (the ACME tests' CA,
+#                             with pebble-challtestsrv)
 set -euo pipefail
 missing=()
 need() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || missing+=("${2:-$1}"); }
@@ -15,6 +16,7 @@ if [ "${1:-}" = "--test" ]; then
   need haproxy
   need curl
   need redis-server
+  need pebble
   command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || missing+=(chromium)
 fi
 if [ ${#missing[@]} -gt 0 ]; then

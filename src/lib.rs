@@ -8,6 +8,8 @@
 //!     │    per-IP cap, request-head deadline                   connection
 //!     ▼
 //!  request head checks: framing, target form, size ──▶ 400/431 proxy::framing
+//!     ├─ plain and a pending ACME http-01 token ──▶ 200 key authorization
+//!     │                                                         acme
 //!     ├─ plain and redirect_to_https ──▶ 301 https://host:port/path?q
 //!     │                                                         proxy::redirect
 //!     ▼
@@ -54,6 +56,8 @@ pub(crate) mod lifecycle;
 pub(crate) mod connection;
 /// Certificates, SNI selection, self-signed generation.
 pub mod tls;
+/// Certificates from an ACME CA: issuance, renewal, challenge answers.
+pub mod acme;
 /// The bodies of every answer Gatehouse writes itself (JSON errors, redirects).
 pub(crate) mod answers;
 /// The `ProxyHttp` implementation: the request's stages, upstream, answers.

@@ -7,8 +7,8 @@
 use std::sync::LazyLock;
 
 use prometheus::{
-    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 
 /// Histogram buckets for an edge proxy, in seconds: 0.5 ms to 30 s.
@@ -39,6 +39,8 @@ pub(crate) struct Metrics {
     pub request_body_spilled_bytes: IntCounter,
     pub client_timeouts: IntCounterVec,
     pub compressed: IntCounterVec,
+    pub acme_expiry: GaugeVec,
+    pub acme_renewals: IntCounterVec,
 }
 
 fn build() -> Result<Metrics, prometheus::Error> {
@@ -178,6 +180,19 @@ fn build() -> Result<Metrics, prometheus::Error> {
         "Answers Gatehouse compressed, by encoding and source (cached: a static file's variant made once; on_the_fly: compressed for this request).",
         &["encoding", "source"],
     )?;
+    let acme_expiry = GaugeVec::new(
+        Opts::new(
+            "gatehouse_acme_certificate_expiry_seconds",
+            "Unix time the served ACME certificate expires, by domain.",
+        ),
+        &["domain"],
+    )?;
+    registry.register(Box::new(acme_expiry.clone()))?;
+    let acme_renewals = counter(
+        "gatehouse_acme_renewals_total",
+        "ACME issuance attempts (first and renewals), by result (success or failure).",
+        &["result"],
+    )?;
     Ok(Metrics {
         compressed,
         registry,
@@ -200,6 +215,8 @@ fn build() -> Result<Metrics, prometheus::Error> {
         request_body_spills,
         request_body_spilled_bytes,
         client_timeouts,
+        acme_expiry,
+        acme_renewals,
     })
 }
 
@@ -278,6 +295,38 @@ pub(crate) fn record_reload(ok: bool) {
             .inc();
         if ok {
             m.last_reload_success.set(unix_now());
+        }
+    }
+}
+
+/// Sets the expiry gauge of every domain of the served ACME certificate.
+pub(crate) fn set_acme_expiry(domains: &[String], not_after: std::time::SystemTime) {
+    if let Some(m) = get() {
+        let secs = not_after
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        for domain in domains {
+            m.acme_expiry
+                .with_label_values(&[domain.as_str()])
+                .set(secs);
+        }
+    }
+}
+
+/// Counts an ACME attempt; both series exist once `[acme]` is configured.
+pub(crate) fn record_acme_renewal(ok: bool) {
+    if let Some(m) = get() {
+        m.acme_renewals
+            .with_label_values(&[if ok { "success" } else { "failure" }])
+            .inc();
+    }
+}
+
+/// Creates both series of `gatehouse_acme_renewals_total` at 0.
+pub(crate) fn init_acme_renewals() {
+    if let Some(m) = get() {
+        for result in ["success", "failure"] {
+            m.acme_renewals.with_label_values(&[result]);
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Builds the Pingora server from a validated config and runs it.
 //!
 //! Services: the proxy (plain and TLS listeners on one `ProxyHttp`), the admin
-//! listener, the health checker, the limiter janitor, the config watcher
+//! listener, the health checker, the limiter janitor, the ACME client, the config watcher
 //! (`server.watch_config`), and the signal handler for SIGHUP (reload) and
 //! SIGUSR1 (reopen the access log).
 //!
@@ -87,6 +87,10 @@ pub(crate) fn build(
     let https = config.https.clone();
     let admin = config.admin;
     let grace = config.server.grace_period;
+    let acme = config.acme.clone();
+    let acme_alpn = acme
+        .as_ref()
+        .is_some_and(|a| a.challenge == crate::config::AcmeChallenge::TlsAlpn01);
     let pid_file = config.server.pid_file.clone();
     let state = State::new(config, config_path)?;
     crate::metrics::record_startup_load();
@@ -121,6 +125,14 @@ pub(crate) fn build(
             tls.set_cert_resolver(resolver.clone());
             if https.http2 {
                 tls.enable_h2();
+            }
+            if acme_alpn {
+                // tls-alpn-01: the CA's validator offers only `acme-tls/1`;
+                // the resolver answers it with the challenge certificate.
+                if !https.http2 {
+                    tls.set_alpn(pingora::protocols::ALPN::H1);
+                }
+                tls.add_alpn_protocol(crate::tls::acme::ACME_TLS_ALPN);
             }
             proxy.endpoints().add_listener(
                 ListenerConfig::tcp(addr.to_string())
@@ -160,6 +172,16 @@ pub(crate) fn build(
             state: state.clone(),
         },
     ));
+    if let (Some(config), Some(acme_state)) = (acme, state.acme()) {
+        crate::metrics::init_acme_renewals();
+        server.add_service(background_service(
+            "acme",
+            crate::acme::AcmeService {
+                config,
+                state: acme_state,
+            },
+        ));
+    }
     server.add_service(background_service(
         "config watcher",
         ConfigWatcher {

@@ -14,6 +14,7 @@ use std::time::{Instant, SystemTime};
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
+use crate::acme::AcmeState;
 use crate::config::Config;
 use crate::metrics;
 use crate::pool::Pool;
@@ -30,6 +31,9 @@ pub struct Snapshot {
     pub pools: HashMap<String, Arc<Pool>>,
     pub sites: HashMap<String, Arc<Site>>,
     pub limiters: Limiters,
+    /// The http-01 tokens and ACME certificates, with `[acme]` (process-wide,
+    /// carried from snapshot to snapshot).
+    pub acme: Option<Arc<AcmeState>>,
 }
 
 impl Snapshot {
@@ -57,6 +61,7 @@ impl Snapshot {
             .collect();
         let limiters = Limiters::build(&config.rate_limits, previous.map(|p| &p.limiters));
         Snapshot {
+            acme: previous.and_then(|p| p.acme.clone()),
             routes: RouteTable::new(&config.routes),
             config: Arc::new(config),
             pools,
@@ -73,6 +78,8 @@ pub struct State {
     pub(crate) generation: watch::Sender<u64>,
     /// The TLS listener's certificates, when there is one.
     pub(crate) certs: Option<Arc<SniResolver>>,
+    /// With `[acme]`: what its background service shares with the listeners.
+    pub(crate) acme: Option<Arc<AcmeState>>,
     pub(crate) config_path: PathBuf,
     /// Held for the whole of a reload: one at a time.
     pub(crate) reload_lock: Mutex<()>,
@@ -96,13 +103,18 @@ pub struct ReloadRecord {
 impl State {
     /// State for a validated config; loads its certificates.
     pub fn new(config: Config, config_path: &Path) -> Result<Arc<State>, crate::tls::TlsError> {
+        let acme = config.acme.as_ref().map(AcmeState::load);
         let certs = match &config.https {
-            Some(https) => Some(Arc::new(SniResolver::new(CertSet::load(https)?))),
+            Some(https) => Some(Arc::new(SniResolver::new(
+                CertSet::load(https)?,
+                acme.as_ref().map(|a| a.certs.clone()),
+            ))),
             None => None,
         };
         let fingerprint =
             crate::reload::fingerprint(&crate::reload::watched_files(config_path, &config));
-        let runtime = Snapshot::build(config, None);
+        let mut runtime = Snapshot::build(config, None);
+        runtime.acme = acme.clone();
         for pool in runtime.pools.values() {
             for b in &pool.backends {
                 metrics::set_backend_health(pool.name(), &b.label, b.is_healthy());
@@ -115,6 +127,7 @@ impl State {
             current: ArcSwap::from_pointee(runtime),
             generation: watch::channel(0).0,
             certs,
+            acme,
             config_path: config_path.to_path_buf(),
             reload_lock: Mutex::new(()),
             loaded_fingerprint: AtomicU64::new(fingerprint),
@@ -134,6 +147,11 @@ impl State {
     /// The certificate resolver of the TLS listener.
     pub fn cert_resolver(&self) -> Option<Arc<SniResolver>> {
         self.certs.clone()
+    }
+
+    /// What the ACME service shares with the listeners, with `[acme]`.
+    pub fn acme(&self) -> Option<Arc<AcmeState>> {
+        self.acme.clone()
     }
 
     /// A receiver that changes after each successful reload.

@@ -123,3 +123,13 @@ pub const DEFAULT_INSTANCES: u32 = 1;
 pub const STORE_RETRY_INTERVAL: Duration = Duration::from_secs(1);
 /// How long connecting to a store may take before the attempt fails.
 pub const STORE_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// ACME directory when `acme.directory` is absent: Let's Encrypt production.
+pub const DEFAULT_ACME_DIRECTORY: &str = "https://acme-v02.api.letsencrypt.org/directory";
+/// Where the ACME account key and certificates live when `acme.storage` is absent.
+pub const DEFAULT_ACME_STORAGE: &str = "certs/acme";
+/// Renew an ACME certificate this long before it expires: 30 days.
+pub const DEFAULT_ACME_RENEW_BEFORE: Duration = Duration::from_secs(30 * 24 * 3600);
+/// Wait after a first failed ACME attempt; doubles on each failure in a row.
+pub const DEFAULT_ACME_RETRY_BACKOFF: Duration = Duration::from_secs(60);
+/// Longest wait between failed ACME attempts: 1 hour.
+pub const MAX_ACME_RETRY_BACKOFF: Duration = Duration::from_secs(3600);

@@ -36,6 +36,8 @@ pub struct FileConfig {
     pub access: BTreeMap<String, AccessSection>,
     /// Compression of answers on the fly and of cached static files.
     pub compression: Option<CompressionSection>,
+    /// Certificates from an ACME CA (Let's Encrypt and others).
+    pub acme: Option<AcmeSection>,
 }
 
 /// `[server]`
@@ -271,4 +273,25 @@ pub struct CompressionSection {
     pub min_size: Option<String>,
     /// Media types compressed: `"type/subtype"` or `"type/*"`.
     pub types: Option<Vec<String>>,
+}
+
+/// `[acme]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AcmeSection {
+    /// The CA's directory URL.
+    pub directory: Option<String>,
+    /// `"mailto:ops@example.com"`, or a list of them.
+    pub contact: Option<OneOrMany>,
+    pub domains: Vec<String>,
+    /// Directory of the account key and issued certificates.
+    pub storage: Option<String>,
+    /// `"http-01"` or `"tls-alpn-01"`.
+    pub challenge: Option<String>,
+    /// Renew this long before the certificate expires, e.g. `"30d"`.
+    pub renew_before: Option<String>,
+    /// PEM file of extra roots trusted for the directory's HTTPS.
+    pub ca_bundle: Option<String>,
+    /// First wait after a failed attempt, e.g. `"1m"`; doubles up to an hour.
+    pub retry_backoff: Option<String>,
 }

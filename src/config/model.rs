@@ -31,6 +31,7 @@ pub struct Config {
     pub access: BTreeMap<String, Arc<AccessList>>,
     /// `[compression]`; `None` when absent or `enabled = false`.
     pub compression: Option<Arc<Compression>>,
+    pub acme: Option<Acme>,
 }
 
 /// `[server]`
@@ -83,6 +84,10 @@ pub struct HttpsListener {
     pub listen: Vec<SocketAddr>,
     pub cert: PathBuf,
     pub key: PathBuf,
+    /// `cert` and `key` are served as the default certificate; false only
+    /// with `[acme]` and neither key given (the ACME certificate is then the
+    /// only one, besides `sni`).
+    pub default_pair: bool,
     pub self_signed: bool,
     pub http2: bool,
     pub hsts: Option<HeaderValue>,
@@ -368,4 +373,30 @@ pub struct Compression {
     /// Bytes; answers with a smaller known length are sent as they are.
     pub min_size: u64,
     pub types: Vec<MediaRange>,
+}
+
+/// How the ACME CA checks that we control a domain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AcmeChallenge {
+    /// A token fetched over plain HTTP on port 80 (the `[http]` listener).
+    Http01,
+    /// A special certificate fetched over TLS on port 443 with ALPN
+    /// `acme-tls/1` (the `[https]` listener).
+    TlsAlpn01,
+}
+
+/// `[acme]`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Acme {
+    pub directory: String,
+    pub contact: Vec<String>,
+    /// Lower-case DNS names, all on one certificate.
+    pub domains: Vec<String>,
+    pub storage: PathBuf,
+    pub challenge: AcmeChallenge,
+    pub renew_before: Duration,
+    /// Extra roots for the directory's HTTPS, besides the system's.
+    pub ca_bundle: Option<PathBuf>,
+    /// First wait after a failure; doubles up to `MAX_ACME_RETRY_BACKOFF`.
+    pub retry_backoff: Duration,
 }

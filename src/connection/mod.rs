@@ -175,6 +175,16 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
         let mut stream = stream;
+        // A tls-alpn-01 validation (ALPN `acme-tls/1`) only looks at the
+        // certificate; there is no HTTP to serve on it.
+        let alpn = stream.selected_alpn_proto();
+        if let Some(ALPN::Custom(p)) = &alpn {
+            log::debug!(
+                "TLS connection closed after the handshake: ALPN {:?} carries no HTTP",
+                String::from_utf8_lossy(p.protocol())
+            );
+            return None;
+        }
         // One config snapshot for the checks, not held for the connection's
         // life (an old config would stay alive after a reload).
         let limits = {
@@ -199,7 +209,7 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
             },
             None => None,
         };
-        let h1 = !matches!(stream.selected_alpn_proto(), Some(ALPN::H2));
+        let h1 = !matches!(alpn, Some(ALPN::H2));
         let head = h1.then(|| HeadTimer::new(limits.header_timeout));
         let guarded: Stream = Box::new(GuardedIo {
             inner: stream,

@@ -32,6 +32,12 @@ pub(crate) async fn send(
         // `request_filter` asks the store before anything is sent; reaching
         // here would be a bug of ours, answered as one.
         Decision::AskStore => send_error_with(session, ctx, 500, &[]).await,
+        Decision::AcmeChallenge(key_authorization) => {
+            let mut header = ResponseHeader::build(200, Some(3))?;
+            header.insert_header(http::header::CONTENT_TYPE, "application/octet-stream")?;
+            header.insert_header(http::header::CACHE_CONTROL, "no-store")?;
+            send_body(session, ctx, header, Bytes::from(key_authorization)).await
+        }
     }
 }
 

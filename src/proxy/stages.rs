@@ -2,7 +2,7 @@
 //! the config snapshot and the request's context, returning a [`Decision`].
 //!
 //! ```text
-//! framing → head size → redirect → host → route → access → cors preflight
+//! framing → head size → acme challenge → redirect → host → route → access → cors preflight
 //!         → rate limits → body size → target
 //! ```
 //!
@@ -52,6 +52,8 @@ pub(crate) enum Decision {
     /// Shared limits wait in `ctx.shared_limits`: ask their store, then
     /// [`resume`].
     AskStore,
+    /// A 200 with an ACME http-01 key authorization.
+    AcmeChallenge(String),
 }
 
 impl Decision {
@@ -66,9 +68,10 @@ impl Decision {
 type Stage = fn(&Request<'_>, &Snapshot, &mut Ctx) -> Decision;
 
 /// The stages in the order they run, with their names.
-pub(crate) const STAGES: [(&str, Stage); 10] = [
+pub(crate) const STAGES: [(&str, Stage); 11] = [
     ("framing", framing),
     ("head size", head_size),
+    ("acme challenge", acme_challenge),
     ("redirect", redirect),
     ("host", host),
     ("route", route),
@@ -79,8 +82,28 @@ pub(crate) const STAGES: [(&str, Stage); 10] = [
     ("target", target),
 ];
 
-/// Where [`resume`] starts: the stage after the rate limits.
-const AFTER_RATE_LIMITS: usize = 8;
+/// Where [`resume`] starts: the stage after the rate limits (found at
+/// compile time, so adding a stage cannot make it point elsewhere).
+const AFTER_RATE_LIMITS: usize = stage_after("rate limits");
+
+const fn stage_after(name: &str) -> usize {
+    let name = name.as_bytes();
+    let mut i = 0;
+    while i < STAGES.len() {
+        let candidate = STAGES[i].0.as_bytes();
+        if candidate.len() == name.len() {
+            let mut j = 0;
+            while j < name.len() && candidate[j] == name[j] {
+                j += 1;
+            }
+            if j == name.len() {
+                return i + 1;
+            }
+        }
+        i += 1;
+    }
+    panic!("no stage of that name")
+}
 
 /// Runs the stages until one decides.
 pub(crate) fn run(req: &Request<'_>, snapshot: &Snapshot, ctx: &mut Ctx) -> Decision {
@@ -120,6 +143,22 @@ fn head_size(req: &Request<'_>, snapshot: &Snapshot, _: &mut Ctx) -> Decision {
         Decision::error(431)
     } else {
         Decision::Continue
+    }
+}
+
+/// With `[acme]`, on the plain listener: the key authorization of a pending
+/// http-01 challenge, before any redirect (the CA validates over plain HTTP).
+/// Without `[acme]`, one `Option` check.
+fn acme_challenge(req: &Request<'_>, snapshot: &Snapshot, ctx: &mut Ctx) -> Decision {
+    let Some(acme) = snapshot.acme.as_ref().filter(|_| !ctx.tls) else {
+        return Decision::Continue;
+    };
+    if req.head.method != http::Method::GET && req.head.method != http::Method::HEAD {
+        return Decision::Continue;
+    }
+    match acme.http01.answer(req.head.uri.path()) {
+        Some(key_authorization) => Decision::AcmeChallenge(key_authorization),
+        None => Decision::Continue,
     }
 }
 
@@ -396,6 +435,53 @@ burst = 1
         let (d, ctx) = decide(&local, &h, None);
         assert!(matches!(d, Decision::Continue), "{d:?}");
         assert!(ctx.shared_limits.is_empty());
+    }
+
+    #[test]
+    fn a_pending_acme_token_is_answered_on_the_plain_listener_before_the_redirect() {
+        let mut built = Snapshot::build((*snapshot("").config).clone(), None);
+        let mut http = built.config.http.clone().unwrap();
+        http.redirect_to_https = true;
+        let mut config = (*built.config).clone();
+        config.http = Some(http);
+        built.config = Arc::new(config);
+        let acme = Arc::new(crate::acme::AcmeState {
+            http01: crate::acme::Http01::default(),
+            certs: Arc::new(crate::tls::AcmeCerts::new(vec!["a.example".into()])),
+        });
+        acme.http01.insert("tok".into(), "tok.thumb".into());
+        built.acme = Some(acme);
+        let snap = Arc::new(built);
+        let host = [("host", "a.example")];
+        let h = head("GET /.well-known/acme-challenge/tok", &host);
+        let (d, _) = decide(&snap, &h, None);
+        assert!(
+            matches!(&d, Decision::AcmeChallenge(k) if k == "tok.thumb"),
+            "{d:?}"
+        );
+        // Other tokens, other methods and TLS requests go on to the redirect.
+        for (line, tls) in [
+            ("GET /.well-known/acme-challenge/other", false),
+            ("POST /.well-known/acme-challenge/tok", false),
+            ("GET /.well-known/acme-challenge/tok", true),
+        ] {
+            let h = head(line, &host);
+            let mut ctx = Ctx::new();
+            ctx.snapshot = Some(snap.clone());
+            ctx.tls = tls;
+            let d = run(
+                &Request {
+                    head: &h,
+                    raw: None,
+                },
+                &snap,
+                &mut ctx,
+            );
+            assert!(
+                !matches!(d, Decision::AcmeChallenge(_)),
+                "{line} tls={tls}: {d:?}"
+            );
+        }
     }
 
     #[test]

@@ -162,6 +162,9 @@ fn needs_upgrade(old: &Config, new: &Config) -> Vec<String> {
     if old.server.drain_delay != new.server.drain_delay {
         out.push("server.drain_delay".to_string());
     }
+    if old.acme != new.acme {
+        out.push("acme".to_string());
+    }
     out
 }
 
@@ -169,8 +172,10 @@ fn needs_upgrade(old: &Config, new: &Config) -> Vec<String> {
 pub(crate) fn watched_files(config_path: &Path, config: &Config) -> Vec<PathBuf> {
     let mut files = vec![config_path.to_path_buf()];
     if let Some(https) = &config.https {
-        files.push(https.cert.clone());
-        files.push(https.key.clone());
+        if https.default_pair {
+            files.push(https.cert.clone());
+            files.push(https.key.clone());
+        }
         for sni in &https.sni {
             files.push(sni.cert.clone());
             files.push(sni.key.clone());

@@ -6,8 +6,11 @@
 //! behind an `ArcSwap`: a config reload builds a new [`CertSet`] and swaps it in,
 //! new handshakes see it at once and established connections keep theirs.
 //!
-//! [`self_signed`] makes development certificates.
+//! [`self_signed`] makes development certificates; [`acme`] holds what the
+//! ACME client puts in front of them (its certificate and, while a
+//! tls-alpn-01 challenge is pending, the challenge certificates).
 
+pub mod acme;
 pub mod self_signed;
 
 use std::collections::HashMap;
@@ -23,6 +26,7 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
 use crate::config::HttpsListener;
+pub use acme::AcmeCerts;
 pub use self_signed::{ensure_default_cert, generate_self_signed, write_cert_pair, GeneratedCert};
 
 /// Why a certificate could not be loaded or made.
@@ -182,7 +186,8 @@ fn ip_text(bytes: &[u8]) -> Option<String> {
 
 /// The certificates of the TLS listener: a default and those chosen by SNI.
 pub struct CertSet {
-    default: Arc<CertifiedKey>,
+    /// `None` when `[acme]` serves the listener without a configured pair.
+    default: Option<Arc<CertifiedKey>>,
     exact: HashMap<String, Arc<CertifiedKey>>,
     /// Keyed by the suffix after `*.`, e.g. `example.com` for `*.example.com`.
     wildcard: HashMap<String, Arc<CertifiedKey>>,
@@ -202,8 +207,14 @@ impl fmt::Debug for CertSet {
 impl CertSet {
     /// Loads every certificate the `[https]` section names.
     pub fn load(https: &HttpsListener) -> Result<CertSet, TlsError> {
-        let default = load_certified_key(&https.cert, &https.key)?;
-        let mut info: Vec<CertInfo> = CertInfo::of(&https.cert, true, &default.cert)
+        let default = if https.default_pair {
+            Some(load_certified_key(&https.cert, &https.key)?)
+        } else {
+            None
+        };
+        let mut info: Vec<CertInfo> = default
+            .as_ref()
+            .and_then(|d| CertInfo::of(&https.cert, true, &d.cert))
             .into_iter()
             .collect();
         let mut exact = HashMap::new();
@@ -232,34 +243,37 @@ impl CertSet {
     }
 
     /// The certificate for a server name: exact match, then a one-label wildcard,
-    /// then the default (also when the client sent no SNI).
-    pub fn pick(&self, server_name: Option<&str>) -> Arc<CertifiedKey> {
+    /// then the default (also when the client sent no SNI), if there is one.
+    pub fn pick(&self, server_name: Option<&str>) -> Option<Arc<CertifiedKey>> {
         let Some(name) = server_name else {
             return self.default.clone();
         };
         let name = name.trim_end_matches('.').to_ascii_lowercase();
         if let Some(ck) = self.exact.get(&name) {
-            return ck.clone();
+            return Some(ck.clone());
         }
         if let Some((_, parent)) = name.split_once('.') {
             if let Some(ck) = self.wildcard.get(parent) {
-                return ck.clone();
+                return Some(ck.clone());
             }
         }
         self.default.clone()
     }
 }
 
-/// rustls certificate resolver over a swappable [`CertSet`].
+/// rustls certificate resolver over a swappable [`CertSet`], with the ACME
+/// certificates (when `[acme]` is configured) in front of it.
 #[derive(Debug)]
 pub struct SniResolver {
     certs: ArcSwap<CertSet>,
+    acme: Option<Arc<AcmeCerts>>,
 }
 
 impl SniResolver {
-    pub fn new(certs: CertSet) -> Self {
+    pub fn new(certs: CertSet, acme: Option<Arc<AcmeCerts>>) -> Self {
         SniResolver {
             certs: ArcSwap::from_pointee(certs),
+            acme,
         }
     }
 
@@ -275,8 +289,22 @@ impl SniResolver {
 }
 
 impl ResolvesServerCert for SniResolver {
+    /// With ACME: a tls-alpn-01 validation (ALPN `acme-tls/1`) gets only its
+    /// challenge certificate; the ACME domains get the ACME certificate. Then
+    /// the configured certificates, and the ACME certificate for names (or
+    /// clients without SNI) that nothing else covers.
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.certs.load().pick(hello.server_name()))
+        let name = hello.server_name();
+        let Some(acme) = &self.acme else {
+            return self.certs.load().pick(name);
+        };
+        if acme::offers_acme_tls(hello.alpn()) {
+            return acme.challenge_cert(name?);
+        }
+        if let Some(ck) = name.and_then(|n| acme.cert_for(n)) {
+            return Some(ck);
+        }
+        self.certs.load().pick(name).or_else(|| acme.cert())
     }
 }
 
@@ -303,6 +331,7 @@ mod tests {
             listen: vec![],
             cert: dc,
             key: dk,
+            default_pair: true,
             self_signed: false,
             http2: true,
             hsts: None,
@@ -321,7 +350,7 @@ mod tests {
             proxy_protocol: false,
         };
         let set = CertSet::load(&https).unwrap();
-        let der = |ck: Arc<CertifiedKey>| ck.cert[0].as_ref().to_vec();
+        let der = |ck: Option<Arc<CertifiedKey>>| ck.unwrap().cert[0].as_ref().to_vec();
         let default = der(set.pick(None));
         let api = der(set.pick(Some("API.example.com")));
         let wild = der(set.pick(Some("www.example.com")));

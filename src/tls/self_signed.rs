@@ -225,6 +225,7 @@ mod tests {
             listen: vec![],
             cert: dir.join("server.crt"),
             key: dir.join("server.key"),
+            default_pair: true,
             self_signed,
             http2: true,
             hsts: None,

@@ -11,6 +11,7 @@
 mod common;
 
 mod access;
+mod acme;
 mod access_log;
 mod bench_configs;
 mod check;

@@ -4,6 +4,7 @@
 //! upstream pools, rate limits) and the routes themselves; `policies.rs`
 //! the CORS policies and access lists routes attach.
 
+mod acme;
 mod policies;
 mod targets;
 
@@ -122,7 +123,14 @@ pub(super) fn validate(f: FileConfig, base: &Path) -> Result<Config, Vec<Problem
     };
     let server = check_server(&mut c, &f.server);
     let http = f.http.as_ref().map(|h| check_http(&mut c, h));
-    let https = f.https.as_ref().map(|h| check_https(&mut c, h));
+    let https = f
+        .https
+        .as_ref()
+        .map(|h| check_https(&mut c, h, f.acme.is_some()));
+    let acme = f
+        .acme
+        .as_ref()
+        .map(|a| acme::check_acme(&mut c, a, http.as_ref(), https.as_ref()));
     if http.is_none() && https.is_none() {
         c.problem(
             KeyPath::default(),
@@ -233,6 +241,7 @@ pub(super) fn validate(f: FileConfig, base: &Path) -> Result<Config, Vec<Problem
             cors,
             access,
             compression,
+            acme,
         })
     } else {
         Err(c.problems)
@@ -357,13 +366,15 @@ fn check_http(c: &mut Checker, h: &file::HttpSection) -> HttpListener {
     }
 }
 
-fn check_https(c: &mut Checker, h: &file::HttpsSection) -> HttpsListener {
+/// `[https]`; with `acme`, `cert` and `key` may both be left out.
+fn check_https(c: &mut Checker, h: &file::HttpsSection, acme: bool) -> HttpsListener {
     let p = KeyPath::of(&["https"]);
     let listen = c.addrs(p.key("listen"), &h.listen);
     let self_signed = h.self_signed.unwrap_or(false);
     let cert = c.path(h.cert.as_deref().unwrap_or(DEFAULT_CERT));
     let key = c.path(h.key.as_deref().unwrap_or(DEFAULT_KEY));
-    if !self_signed {
+    let default_pair = self_signed || !acme || h.cert.is_some() || h.key.is_some();
+    if default_pair && !self_signed {
         for (name, file) in [("cert", &cert), ("key", &key)] {
             if !file.is_file() {
                 c.problem(
@@ -414,6 +425,7 @@ fn check_https(c: &mut Checker, h: &file::HttpsSection) -> HttpsListener {
         listen,
         cert,
         key,
+        default_pair,
         self_signed,
         http2: h.http2.unwrap_or(DEFAULT_HTTP2),
         hsts,

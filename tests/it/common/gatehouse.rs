@@ -49,9 +49,17 @@ pub struct GatehouseBuilder {
     args: Vec<String>,
     cert_path: String,
     env: Vec<(String, String)>,
+    ports: (Option<u16>, Option<u16>),
 }
 
 impl GatehouseBuilder {
+    /// Uses these ports for `{http_port}` and `{https_port}` instead of fresh
+    /// ones (when another server must know them first, e.g. an ACME CA).
+    pub fn ports(mut self, http: u16, https: u16) -> Self {
+        self.ports = (Some(http), Some(https));
+        self
+    }
+
     /// The temp dir (the future working directory).
     pub fn dir(&self) -> &Path {
         self.dir.path()
@@ -109,8 +117,8 @@ impl GatehouseBuilder {
     /// connections. Panics with the child's output if it exits or is not ready
     /// within [`READY_TIMEOUT`].
     pub async fn start(self) -> Gatehouse {
-        let http_port = free_port();
-        let https_port = free_port();
+        let http_port = self.ports.0.unwrap_or_else(free_port);
+        let https_port = self.ports.1.unwrap_or_else(free_port);
         let admin_port = free_port();
         let mut text = self.config.clone();
         if !text.lines().any(|l| l.trim() == "[server]") {
@@ -196,6 +204,7 @@ impl Gatehouse {
             args: Vec::new(),
             cert_path: "certs/server.crt".to_string(),
             env: Vec::new(),
+            ports: (None, None),
         }
     }
 

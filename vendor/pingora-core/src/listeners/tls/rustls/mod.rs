@@ -114,6 +114,16 @@ impl TlsSettings {
         self.alpn_protocols = Some(alpn.to_wire_protocols());
     }
 
+    /// Gatehouse patch: offers one more ALPN protocol after those set so far,
+    /// e.g. `acme-tls/1` for ACME TLS-ALPN-01 validation (RFC 8737), which
+    /// [`ALPN`] cannot express next to `h2` and `http/1.1`. rustls picks the
+    /// first protocol of this list that the client offers.
+    pub fn add_alpn_protocol(&mut self, protocol: &[u8]) {
+        self.alpn_protocols
+            .get_or_insert_with(Vec::new)
+            .push(protocol.to_vec());
+    }
+
     /// Configure mTLS by providing a rustls client certificate verifier.
     pub fn set_client_cert_verifier(&mut self, verifier: Arc<dyn ClientCertVerifier>) {
         self.client_cert_verifier = Some(verifier);
