@@ -15,6 +15,7 @@
 use crate::*;
 use bytes::Bytes;
 use http::header;
+use pingora_error::Error;
 
 #[derive(Debug, Clone)]
 pub struct CaseHeaderName(Bytes);
@@ -38,6 +39,20 @@ impl CaseHeaderName {
 /// A trait that converts into case-sensitive header names.
 pub trait IntoCaseHeaderName {
     fn into_case_header_name(self) -> CaseHeaderName;
+
+    /// Gatehouse patch: the header's map key together with its
+    /// case-preserving name. The default parses the key from the
+    /// case-preserving bytes; a [HeaderName] (or a name paired with its wire
+    /// spelling) is used as it is, without parsing it again.
+    fn into_header_names(self) -> Result<(HeaderName, CaseHeaderName)>
+    where
+        Self: Sized,
+    {
+        let case_header_name = self.into_case_header_name();
+        let header_name = HeaderName::from_bytes(case_header_name.as_slice())
+            .or_err(InvalidHTTPHeader, "invalid header name")?;
+        Ok((header_name, case_header_name))
+    }
 }
 
 impl IntoCaseHeaderName for CaseHeaderName {
@@ -62,11 +77,44 @@ impl IntoCaseHeaderName for HeaderName {
     fn into_case_header_name(self) -> CaseHeaderName {
         CaseHeaderName(titled_header_name(&self))
     }
+
+    fn into_header_names(self) -> Result<(HeaderName, CaseHeaderName)> {
+        let case_header_name = CaseHeaderName(titled_header_name(&self));
+        Ok((self, case_header_name))
+    }
 }
 
 impl IntoCaseHeaderName for &HeaderName {
     fn into_case_header_name(self) -> CaseHeaderName {
         CaseHeaderName(titled_header_name(self))
+    }
+
+    fn into_header_names(self) -> Result<(HeaderName, CaseHeaderName)> {
+        Ok((self.clone(), CaseHeaderName(titled_header_name(self))))
+    }
+}
+
+/// Gatehouse patch: a header name with the spelling to send it in, e.g.
+/// `(HeaderName::from_static("x-real-ip"), "X-Real-IP")`. Neither is parsed
+/// or copied when the header is inserted. The spelling must be the name's,
+/// differing only in case.
+impl IntoCaseHeaderName for (HeaderName, &'static str) {
+    fn into_case_header_name(self) -> CaseHeaderName {
+        CaseHeaderName(Bytes::from_static(self.1.as_bytes()))
+    }
+
+    fn into_header_names(self) -> Result<(HeaderName, CaseHeaderName)> {
+        let (name, spelling) = self;
+        // A full comparison would cost as much as the parse this skips: the
+        // length is checked always, the letters in debug builds.
+        debug_assert!(name.as_str().eq_ignore_ascii_case(spelling));
+        if name.as_str().len() != spelling.len() {
+            return Error::e_explain(
+                InvalidHTTPHeader,
+                "header spelling differs from its name other than in case",
+            );
+        }
+        Ok((name, CaseHeaderName(Bytes::from_static(spelling.as_bytes()))))
     }
 }
 
@@ -114,5 +162,18 @@ mod tests {
         assert_eq!("FoO".into_case_header_name().as_slice(), b"FoO");
         assert_eq!("FoO".to_string().into_case_header_name().as_slice(), b"FoO");
         assert_eq!(header::SERVER.into_case_header_name().as_slice(), b"Server");
+    }
+
+    #[test]
+    fn test_header_names_without_parsing() {
+        let (name, case) = header::SERVER.into_header_names().unwrap();
+        assert_eq!((name, case.as_slice()), (header::SERVER, &b"Server"[..]));
+        let x_real_ip = HeaderName::from_static("x-real-ip");
+        let (name, case) = (x_real_ip.clone(), "X-Real-IP").into_header_names().unwrap();
+        assert_eq!((name, case.as_slice()), (x_real_ip.clone(), &b"X-Real-IP"[..]));
+        assert!((x_real_ip, "X-Real-IP-2").into_header_names().is_err());
+        let (name, case) = "X-Foo".into_header_names().unwrap();
+        assert_eq!((name.as_str(), case.as_slice()), ("x-foo", &b"X-Foo"[..]));
+        assert!("bad name".into_header_names().is_err());
     }
 }
