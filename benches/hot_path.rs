@@ -104,8 +104,8 @@ fn bench_headers(c: &mut Criterion) {
                 Some(peer),
                 Some(peer),
                 true,
-                Some("example.com"),
-                "abc",
+                Some(http::HeaderValue::from_static("example.com")),
+                &http::HeaderValue::from_static("abc"),
             )
             .ok()?;
             Some(req)

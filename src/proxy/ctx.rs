@@ -4,6 +4,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
+use http::HeaderValue;
 use pingora::http::{RequestHeader, ResponseHeader};
 
 use super::buffer::BufferedBody;
@@ -22,7 +23,8 @@ pub struct Ctx {
     /// Index of the matched route in the route table.
     pub route: Option<usize>,
     pub tls: bool,
-    pub request_id: String,
+    /// `X-Request-Id`: the client's when it is safe, else a new one.
+    pub request_id: HeaderValue,
     pub peer_ip: Option<IpAddr>,
     pub client_ip: Option<IpAddr>,
     pub pool: Option<Arc<Pool>>,
@@ -66,7 +68,7 @@ impl Ctx {
             snapshot: None,
             route: None,
             tls: false,
-            request_id: String::new(),
+            request_id: HeaderValue::from_static(""),
             peer_ip: None,
             client_ip: None,
             pool: None,
@@ -84,6 +86,11 @@ impl Ctx {
             status: 0,
             encoder: None,
         }
+    }
+
+    /// The request id as text.
+    pub fn request_id(&self) -> &str {
+        super::headers::request_id_str(&self.request_id)
     }
 
     /// The matched route.

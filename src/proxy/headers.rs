@@ -28,7 +28,10 @@ pub const MAX_REQUEST_ID_LEN: usize = 128;
 
 /// The client's request id when it is 1 to 128 characters of `[A-Za-z0-9._:-]`,
 /// else a new random one (32 hex digits).
-pub fn request_id(sent: Option<&HeaderValue>) -> String {
+///
+/// A header value, so that the upstream request and the response take it
+/// as a cheap clone (a kept id shares the bytes of the client's head).
+pub fn request_id(sent: Option<&HeaderValue>) -> HeaderValue {
     if let Some(v) = sent {
         let b = v.as_bytes();
         if !b.is_empty()
@@ -36,11 +39,24 @@ pub fn request_id(sent: Option<&HeaderValue>) -> String {
             && b.iter()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b':' | b'-'))
         {
-            // Checked to be ASCII just above.
-            return String::from_utf8_lossy(b).into_owned();
+            return v.clone();
         }
     }
-    format!("{:032x}", fastrand::u128(..))
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut n = fastrand::u128(..);
+    let mut id = [0u8; 32];
+    for c in id.iter_mut().rev() {
+        *c = HEX[(n & 0xf) as usize];
+        n >>= 4;
+    }
+    // 32 hex digits are always a valid value.
+    HeaderValue::from_maybe_shared(bytes::Bytes::copy_from_slice(&id))
+        .unwrap_or_else(|_| HeaderValue::from_static("0"))
+}
+
+/// A request id as text (ids are visible ASCII by construction).
+pub fn request_id_str(id: &HeaderValue) -> &str {
+    id.to_str().unwrap_or_default()
 }
 
 /// The client address: the TCP peer, unless the peer is a trusted proxy, in
@@ -68,21 +84,39 @@ pub fn client_ip(peer: Option<IpAddr>, xff: Option<&[u8]>, trusted: &[IpNet]) ->
     leftmost.or(Some(peer))
 }
 
+/// The request's host as a header value for `X-Forwarded-Host`: the `Host`
+/// header (shared, not copied), or the URI authority (HTTP/2); `None` when
+/// neither is usable text.
+pub fn request_host_value(req: &RequestHeader) -> Option<HeaderValue> {
+    match req.headers.get(http::header::HOST) {
+        Some(h) => h.to_str().is_ok().then(|| h.clone()),
+        None => req
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
+    }
+}
+
 /// Sets the forwarding headers on the request sent upstream.
 ///
-/// Names are given as `&'static str` in their usual spelling, which Pingora's
-/// case-preserving header map takes without looking a title case up and
-/// copying it; values that are fixed are static.
+/// Names are given as the `HeaderName` with its usual spelling, which
+/// Pingora's header maps take without parsing or copying either (vendor
+/// patch 12); values are static, shared with the client's head, or (the
+/// addresses) written once: `X-Real-IP` and `X-Forwarded-For` share one
+/// value when they are the same.
 pub fn set_forwarding(
     req: &mut RequestHeader,
     client: Option<IpAddr>,
     peer: Option<IpAddr>,
     tls: bool,
-    host: Option<&str>,
-    request_id: &str,
+    host: Option<HeaderValue>,
+    request_id: &HeaderValue,
 ) -> pingora::Result<()> {
+    let mut real_ip = None;
     if let Some(ip) = client {
-        req.insert_header("X-Real-IP", ip_value(ip, None))?;
+        let v = ip_value(ip, None);
+        real_ip = Some((ip, v.clone()));
+        req.insert_header((X_REAL_IP, "X-Real-IP"), v)?;
     }
     if let Some(peer) = peer {
         let prev = req
@@ -90,30 +124,57 @@ pub fn set_forwarding(
             .get(&X_FORWARDED_FOR)
             .map(|v| v.as_bytes())
             .filter(|v| !v.is_empty());
-        req.insert_header("X-Forwarded-For", ip_value(peer, prev))?;
+        let value = match (prev, real_ip) {
+            (None, Some((ip, v))) if ip == peer => v,
+            _ => ip_value(peer, prev),
+        };
+        req.insert_header((X_FORWARDED_FOR, "X-Forwarded-For"), value)?;
     }
     let proto = if tls { "https" } else { "http" };
-    req.insert_header("X-Forwarded-Proto", HeaderValue::from_static(proto))?;
+    req.insert_header(
+        (X_FORWARDED_PROTO, "X-Forwarded-Proto"),
+        HeaderValue::from_static(proto),
+    )?;
     match host {
-        Some(h) => req.insert_header("X-Forwarded-Host", h)?,
+        Some(h) => req.insert_header((X_FORWARDED_HOST, "X-Forwarded-Host"), h)?,
         None => {
             req.remove_header(&X_FORWARDED_HOST);
         }
     }
-    req.insert_header("X-Request-Id", request_id)?;
+    req.insert_header((X_REQUEST_ID, "X-Request-Id"), request_id.clone())?;
     Ok(())
 }
 
 /// `ip` as a header value, after `prev, ` when there is a previous list.
 fn ip_value(ip: IpAddr, prev: Option<&[u8]>) -> HeaderValue {
-    use std::io::Write;
     let mut buf = Vec::with_capacity(prev.map_or(0, |p| p.len() + 2) + 39);
     if let Some(prev) = prev {
         buf.extend_from_slice(prev);
         buf.extend_from_slice(b", ");
     }
-    // Writing to a Vec cannot fail, and an IP address is always a valid value.
-    let _ = write!(buf, "{ip}");
+    match ip {
+        // Dotted decimal by hand: `fmt` costs more than the rest of the header.
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    buf.push(b'.');
+                }
+                if octet >= 100 {
+                    buf.push(b'0' + octet / 100);
+                }
+                if octet >= 10 {
+                    buf.push(b'0' + octet / 10 % 10);
+                }
+                buf.push(b'0' + octet % 10);
+            }
+        }
+        IpAddr::V6(_) => {
+            use std::io::Write;
+            // Writing to a Vec cannot fail.
+            let _ = write!(buf, "{ip}");
+        }
+    }
+    // An IP address (after a list that was a valid value) is always a valid value.
     HeaderValue::from_maybe_shared(bytes::Bytes::from(buf))
         .unwrap_or_else(|_| HeaderValue::from_static(""))
 }
@@ -124,7 +185,7 @@ pub fn decorate(
     resp: &mut ResponseHeader,
     config: &Config,
     tls: bool,
-    request_id: &str,
+    request_id: &HeaderValue,
 ) -> pingora::Result<()> {
     for (name, value) in &config.headers {
         if !resp.headers.contains_key(name) {
@@ -141,7 +202,8 @@ pub fn decorate(
             }
         }
     }
-    resp.insert_header(X_REQUEST_ID, request_id)?;
+    // Spelled as before: lowercase, which the case map used to copy per response.
+    resp.insert_header((X_REQUEST_ID, "x-request-id"), request_id.clone())?;
     Ok(())
 }
 
@@ -156,8 +218,52 @@ mod tests {
         let spaces = HeaderValue::from_static("a b");
         assert_ne!(request_id(Some(&spaces)), "a b");
         let long = HeaderValue::from_str(&"a".repeat(129)).unwrap();
-        assert_eq!(request_id(Some(&long)).len(), 32);
+        let new = request_id(Some(&long));
+        assert_eq!(new.len(), 32);
+        assert!(request_id_str(&new)
+            .bytes()
+            .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)));
         assert_ne!(request_id(None), request_id(None));
+    }
+
+    #[test]
+    fn ip_values_match_display() {
+        for ip in [
+            "0.0.0.0",
+            "9.10.99.100",
+            "255.255.255.255",
+            "127.0.0.1",
+            "::1",
+            "2001:db8::7",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert_eq!(ip_value(ip, None), ip.to_string().as_str());
+            assert_eq!(
+                ip_value(ip, Some(b"192.0.2.1")),
+                format!("192.0.2.1, {ip}").as_str()
+            );
+        }
+    }
+
+    #[test]
+    fn forwarding_headers_share_the_address_only_when_equal() {
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        req.insert_header("X-Forwarded-For", "203.0.113.9").unwrap();
+        let peer: IpAddr = "10.1.1.1".parse().unwrap();
+        let client: IpAddr = "203.0.113.9".parse().unwrap();
+        let id = HeaderValue::from_static("abc");
+        set_forwarding(&mut req, Some(client), Some(peer), false, None, &id).unwrap();
+        assert_eq!(req.headers[&X_REAL_IP], "203.0.113.9");
+        assert_eq!(req.headers[&X_FORWARDED_FOR], "203.0.113.9, 10.1.1.1");
+        assert!(req.headers.get(&X_FORWARDED_HOST).is_none());
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        let host = Some(HeaderValue::from_static("example.com"));
+        set_forwarding(&mut req, Some(peer), Some(peer), true, host, &id).unwrap();
+        assert_eq!(req.headers[&X_REAL_IP], "10.1.1.1");
+        assert_eq!(req.headers[&X_FORWARDED_FOR], "10.1.1.1");
+        assert_eq!(req.headers[&X_FORWARDED_PROTO], "https");
+        assert_eq!(req.headers[&X_FORWARDED_HOST], "example.com");
+        assert_eq!(req.headers[&X_REQUEST_ID], "abc");
     }
 
     #[test]

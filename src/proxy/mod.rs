@@ -277,10 +277,10 @@ impl ProxyHttp for Gatehouse {
             })?;
             upstream_request.set_uri(uri);
         }
-        let host = headers::request_host(session.req_header()).map(str::to_owned);
+        let host = headers::request_host_value(session.req_header());
         if upstream_request.headers.get(http::header::HOST).is_none() {
             if let Some(h) = &host {
-                upstream_request.insert_header(http::header::HOST, h.as_str())?;
+                upstream_request.insert_header(http::header::HOST, h.clone())?;
             }
         }
         if let Some(body) = &ctx.body {
@@ -294,7 +294,7 @@ impl ProxyHttp for Gatehouse {
             ctx.client_ip,
             ctx.peer_ip,
             ctx.tls,
-            host.as_deref(),
+            host,
             &ctx.request_id,
         )
     }

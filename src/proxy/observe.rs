@@ -71,7 +71,7 @@ fn entry<'a>(
         },
         server: ctx.in_flight.as_ref().map(|f| f.backend().label.as_str()),
         upstream_duration_ms: upstream_elapsed(ctx, elapsed).map(|d| d.as_secs_f64() * 1000.0),
-        request_id: &ctx.request_id,
+        request_id: ctx.request_id(),
         protocol: if session.is_http2() { "h2" } else { "h1" },
         tls_version: session
             .digest()

@@ -87,7 +87,7 @@ pub(crate) async fn send_error_with(
     if closes(status) {
         session.set_keepalive(None);
     }
-    let body = error_body(status, Some(&ctx.request_id));
+    let body = error_body(status, Some(ctx.request_id()));
     send_body(session, ctx, header, body).await
 }
 
@@ -150,7 +150,7 @@ pub(crate) async fn send_unparsed_head_error(session: &mut ServerSession, snapsh
         .digest()
         .and_then(|d| d.ssl_digest.as_ref())
         .map(|s| s.version.to_string());
-    let body = error_body(400, Some(&request_id));
+    let body = error_body(400, Some(headers::request_id_str(&request_id)));
     let header = (|| -> pingora::Result<ResponseHeader> {
         let mut header = error_header(400, &[])?;
         header.insert_header(http::header::CONTENT_LENGTH, body.len())?;
@@ -181,7 +181,7 @@ pub(crate) async fn send_unparsed_head_error(session: &mut ServerSession, snapsh
     crate::access_log::record_unparsed(
         client_ip,
         tls.as_deref(),
-        &request_id,
+        headers::request_id_str(&request_id),
         sent,
         start.elapsed(),
     );

@@ -26,7 +26,7 @@ pub(crate) async fn serve(
     if status >= 400 {
         if let ReplyBody::Full(_) = reply.body {
             // The same JSON error as every other, with this request's id.
-            let body = error_body(status, Some(&ctx.request_id));
+            let body = error_body(status, Some(ctx.request_id()));
             reply
                 .header
                 .insert_header(http::header::CONTENT_LENGTH, body.len())?;

@@ -505,3 +505,32 @@ async fn backend_hanging_up_gives_502() {
     assert!(b.count() >= 1, "the request reached the backend");
     assert_eq!(json(&resp.text().await.unwrap())["status"], 502);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_hop_by_hop_field_alone_is_not_forwarded() {
+    let b = Backend::named("b").await;
+    let gh = start_api(&[b.addr_str()], "").await;
+    // One field per request and no `Connection` header, so that each name on
+    // its own must be recognised (vendor patch 13 decides from the names
+    // present before removing any).
+    for (name, value) in [
+        ("Keep-Alive", "timeout=5"),
+        ("Proxy-Connection", "keep-alive"),
+        ("Proxy-Authenticate", "Basic"),
+        ("Proxy-Authorization", "Basic Zm9vOmJhcg=="),
+        ("TE", "trailers"),
+        ("Trailer", "X-Checksum"),
+        ("HTTP2-Settings", "AAMAAABkAAQAAP__"),
+    ] {
+        let req = format!(
+            "GET /api/hop HTTP/1.1\r\nHost: h.test\r\n{name}: {value}\r\nX-Kept: yes\r\n\r\n"
+        );
+        let resp = common::raw::request(gh.http_addr(), req.as_bytes())
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(resp.status, 200, "{name}: {}", resp.body_text());
+        let seen = b.last_request().expect("the backend got the request");
+        assert_eq!(seen.header(name), None, "{name} was forwarded");
+        assert_eq!(seen.header("x-kept"), Some("yes"), "{name}");
+    }
+}
