@@ -337,7 +337,8 @@ impl Site {
                 header::CONTENT_ENCODING,
                 HeaderValue::from_static(a.token()),
             );
-            return self.serve_on_the_fly(set, v, a, head, h).await;
+            // Boxed: the common path's future stays as small as it was.
+            return Box::pin(self.serve_on_the_fly(set, v, a, head, h)).await;
         }
         h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
         if status == StatusCode::PARTIAL_CONTENT {
