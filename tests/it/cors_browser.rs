@@ -8,7 +8,6 @@
 //! advice when it is missing. `CHROMIUM=/path/to/chrome` picks another binary.
 
 use crate::common;
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
@@ -93,31 +92,10 @@ allow_methods = ["GET", "PUT"]
 allow_headers = ["Content-Type"]
 "#;
 
-/// The Chromium binary: `$CHROMIUM`, else `chromium` or `chromium-browser`
-/// on the PATH.
-fn chromium() -> PathBuf {
-    if let Some(path) = std::env::var_os("CHROMIUM") {
-        return PathBuf::from(path);
-    }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    for dir in std::env::split_paths(&path) {
-        for name in ["chromium", "chromium-browser"] {
-            let candidate = dir.join(name);
-            if candidate.is_file() {
-                return candidate;
-            }
-        }
-    }
-    panic!(
-        "chromium is missing: this test runs CORS in a real browser. Install it with \
-         `bash .ci/deps.sh --test` (apt-get install chromium) or set CHROMIUM=/path/to/chrome"
-    );
-}
-
 /// Loads `url` in headless Chromium and returns the DOM after the page's
 /// fetches ran (at most `budget` of virtual time).
 async fn dump_dom(url: String, budget: Duration) -> String {
-    let browser = chromium();
+    let browser = common::chromium("this test runs CORS in a real browser");
     let profile = tempfile::tempdir().unwrap();
     let profile_arg = format!("--user-data-dir={}", profile.path().display());
     let budget_arg = format!("--virtual-time-budget={}", budget.as_millis());

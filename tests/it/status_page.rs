@@ -10,7 +10,6 @@
 //! DevTools protocol (a WebSocket) to read the DOM of the page it keeps open.
 
 use crate::common;
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -393,27 +392,6 @@ burst = 1
     );
 }
 
-/// The Chromium binary: `$CHROMIUM`, else `chromium` or `chromium-browser`
-/// on the PATH.
-fn chromium() -> PathBuf {
-    if let Some(path) = std::env::var_os("CHROMIUM") {
-        return PathBuf::from(path);
-    }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    for dir in std::env::split_paths(&path) {
-        for name in ["chromium", "chromium-browser"] {
-            let candidate = dir.join(name);
-            if candidate.is_file() {
-                return candidate;
-            }
-        }
-    }
-    panic!(
-        "chromium is missing: this test loads the status page in a real browser. Install it \
-         with `bash .ci/deps.sh --test` (apt-get install chromium) or set CHROMIUM=/path/to/chrome"
-    );
-}
-
 /// Headless Chromium with the DevTools protocol on a free port, showing
 /// one page; killed on drop.
 struct Browser {
@@ -432,7 +410,7 @@ impl Drop for Browser {
 impl Browser {
     async fn open(url: &str) -> Browser {
         let profile = tempfile::tempdir().unwrap();
-        let binary = chromium();
+        let binary = common::chromium("this test loads the status page in a real browser");
         let child = Command::new(&binary)
             .args([
                 "--headless",

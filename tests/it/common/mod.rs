@@ -164,3 +164,24 @@ pub fn server_of(body: &str) -> String {
         serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"));
     v["server"].as_str().unwrap_or_default().to_string()
 }
+
+/// The Chromium binary: `$CHROMIUM`, else `chromium` or `chromium-browser`
+/// on the PATH. Panics saying how to install it, for a test that `needs` it.
+pub fn chromium(needs: &str) -> std::path::PathBuf {
+    if let Some(path) = std::env::var_os("CHROMIUM") {
+        return std::path::PathBuf::from(path);
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for dir in std::env::split_paths(&path) {
+        for name in ["chromium", "chromium-browser"] {
+            let candidate = dir.join(name);
+            if candidate.is_file() {
+                return candidate;
+            }
+        }
+    }
+    panic!(
+        "chromium is missing: {needs}. Install it with `bash .ci/deps.sh --test` \
+         (apt-get install chromium) or set CHROMIUM=/path/to/chrome"
+    );
+}
