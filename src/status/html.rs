@@ -26,7 +26,7 @@ th,td{padding:.3em .8em;border-bottom:1px solid #e3e3e3;text-align:left}
 th{background:#f0f0f0;font-weight:600}.n{text-align:right;font-variant-numeric:tabular-nums}
 .summary{font-size:1.1em;font-weight:600}
 .state{display:inline-block;min-width:4.5em;padding:0 .5em;border-radius:3px;color:#fff;font-weight:600;text-align:center}
-.up{background:#1a7f37}.down{background:#cf222e}.ejected{background:#bc4c00}.pending{background:#6e7781}
+.up{background:#1a7f37}.down{background:#cf222e}.ejected{background:#bc4c00}.pending{background:#6e7781}.degraded{background:#bc4c00}
 .warn{color:#bc4c00;font-weight:600}.bad{color:#cf222e;font-weight:600}
 .error{white-space:pre-wrap;color:#cf222e;background:#fff;padding:.5em;border:1px solid #f0c0c0}
 footer{margin-top:2em;color:#777;font-size:.9em}
@@ -56,13 +56,18 @@ fn summary(s: &Status) -> (String, &'static str) {
     let total: usize = s.pools.iter().map(|p| p.servers.len()).sum();
     let up: usize = s.pools.iter().map(|p| p.servers_up).sum();
     if up == total {
-        (format!("all {total} servers up"), "up")
-    } else {
-        (
-            format!("{} of {total} servers out of rotation", total - up),
-            "down",
-        )
+        return (format!("all {total} servers up"), "up");
     }
+    // A pool with no server up answers 503 to every request.
+    let state = if s.pools.iter().any(|p| p.servers_up == 0) {
+        "down"
+    } else {
+        "degraded"
+    };
+    (
+        format!("{} of {total} servers out of rotation", total - up),
+        state,
+    )
 }
 
 fn page(s: &Status) -> Markup {
@@ -303,5 +308,28 @@ mod tests {
         assert!(page.contains("bad &lt;key&gt; &amp; &quot;value&quot;"));
         assert!(page.contains("<meta http-equiv=\"refresh\" content=\"5\">"));
         assert!(page.contains("data-server=\"127.0.0.1:1\" data-state=\"down\""));
+    }
+
+    #[test]
+    fn the_summary_is_down_only_when_a_pool_has_no_server_up() {
+        let mut s = status("api");
+        assert_eq!(summary(&s).1, "down", "the only server of a pool is down");
+        s.pools[0].servers.push(ServerStatus {
+            address: "127.0.0.1:2".into(),
+            weight: 1,
+            state: "up",
+            healthy: true,
+            ejected: false,
+            ejected_for_seconds: 0.0,
+            in_flight: 0,
+            last_minute: Traffic::default(),
+        });
+        s.pools[0].servers_up = 1;
+        assert_eq!(
+            summary(&s),
+            ("1 of 2 servers out of rotation".to_string(), "degraded")
+        );
+        s.pools[0].servers.remove(0);
+        assert_eq!(summary(&s), ("all 1 servers up".to_string(), "up"));
     }
 }
