@@ -35,20 +35,10 @@ ulimit -n "$HARD"
 if [ "$HARD" -lt $((N + 500)) ]; then N=$((HARD - 500)); log "ulimit -Hn $HARD: N lowered to $N"; fi
 
 mkdir -p "$OUT"
-WORK="$(mktemp -d /tmp/gatehouse-idle.XXXXXX)"
-PIDS=()
-cleanup() {
-  local rc=$?
-  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do
-    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-  done
-  rm -rf "$WORK"
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+OUT="$(cd "$OUT" && pwd)"  # absolute: the proxies run in $WORK
+# shellcheck source=../lib.sh
+source "$HERE/../lib.sh"
+bench_work_dir idle
 
 read -r HTTP_PORT HTTPS_PORT BACKEND_PORT < <(python3 -c '
 import socket

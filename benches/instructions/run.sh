@@ -76,21 +76,11 @@ fi
 
 # ---------------------------------------------------------------- work dir, cleanup
 mkdir -p "$OUT"
-WORK="$(mktemp -d /tmp/gatehouse-instr.XXXXXX)"
+OUT="$(cd "$OUT" && pwd)"  # absolute: the proxies run in $WORK
+# shellcheck source=../lib.sh
+source "$HERE/../lib.sh"
+bench_work_dir instr
 mkdir -p "$WORK/site" && head -c 1024 /dev/zero | tr "\\0" "a" > "$WORK/site/1k.txt"
-PIDS=()
-cleanup() {
-  local rc=$?
-  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do
-    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-  done
-  rm -rf "$WORK"
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
 
 read -r PROXY_PORT BACKEND_PORT < <(python3 - <<'EOF'
 import socket

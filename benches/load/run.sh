@@ -78,23 +78,10 @@ fi
 [ -x "$BIN" ] || { echo "no binary at $BIN" >&2; exit 1; }
 
 # ---------------------------------------------------------------- temp dir, cleanup
-WORK="$(mktemp -d /tmp/gatehouse-bench.XXXXXX)"
+# shellcheck source=../lib.sh
+source "$HERE/../lib.sh"
+bench_work_dir bench
 chmod 755 "$WORK"   # Nginx workers run as the default unprivileged user and read the site
-PIDS=()
-cleanup() {
-  local rc=$?
-  for pid in "${PIDS[@]}"; do
-    kill -TERM "$pid" 2>/dev/null || true
-  done
-  for pid in "${PIDS[@]}"; do
-    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-  done
-  if [ "$KEEP_WORK" = 1 ]; then log "work dir kept: $WORK"; else rm -rf "$WORK"; fi
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
 
 # Idle-connection scenario needs many descriptors (hard limit may be capped in containers).
 HARD_NOFILE="$(ulimit -Hn)"
