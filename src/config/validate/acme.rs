@@ -82,22 +82,16 @@ pub(super) fn check_acme(
             "the ACME certificate is served on the [https] listener: add an [https] section",
         );
     }
-    let renew_before = c.duration(
+    let renew_before = c.positive_duration(
         p.key("renew_before"),
         a.renew_before.as_deref(),
         DEFAULT_ACME_RENEW_BEFORE,
     );
-    if renew_before.is_zero() {
-        c.problem(p.key("renew_before"), "must be longer than 0s");
-    }
-    let retry_backoff = c.duration(
+    let retry_backoff = c.positive_duration(
         p.key("retry_backoff"),
         a.retry_backoff.as_deref(),
         DEFAULT_ACME_RETRY_BACKOFF,
     );
-    if retry_backoff.is_zero() {
-        c.problem(p.key("retry_backoff"), "must be longer than 0s");
-    }
     let ca_bundle = match a.ca_bundle.as_deref() {
         None | Some("") => None,
         Some(file) => {

@@ -50,6 +50,20 @@ impl Checker<'_> {
         }
     }
 
+    /// [`Checker::duration`] for a key that must be more than zero.
+    pub(super) fn positive_duration(
+        &mut self,
+        path: KeyPath,
+        value: Option<&str>,
+        default: Duration,
+    ) -> Duration {
+        let d = self.duration(path.clone(), value, default);
+        if d.is_zero() {
+            self.problem(path, "must be more than zero");
+        }
+        d
+    }
+
     pub(super) fn size(&mut self, path: KeyPath, value: Option<&str>, default: u64) -> u64 {
         let Some(text) = value else { return default };
         match parse_size(text) {

@@ -156,22 +156,16 @@ pub(super) fn check_upstream(c: &mut Checker, name: &str, u: &file::UpstreamSect
                 format!("{path:?} must be an absolute path starting with /"),
             );
         }
-        let interval = c.duration(
+        let interval = c.positive_duration(
             hp.key("interval"),
             h.interval.as_deref(),
             DEFAULT_HEALTH_INTERVAL,
         );
-        let timeout = c.duration(
+        let timeout = c.positive_duration(
             hp.key("timeout"),
             h.timeout.as_deref(),
             DEFAULT_HEALTH_TIMEOUT,
         );
-        if interval.is_zero() {
-            c.problem(hp.key("interval"), "must be more than zero");
-        }
-        if timeout.is_zero() {
-            c.problem(hp.key("timeout"), "must be more than zero");
-        }
         HealthCheck {
             path,
             interval,
@@ -188,17 +182,17 @@ pub(super) fn check_upstream(c: &mut Checker, name: &str, u: &file::UpstreamSect
             ),
         }
     });
-    let connect_timeout = c.duration(
+    let connect_timeout = c.positive_duration(
         p.key("connect_timeout"),
         u.connect_timeout.as_deref(),
         DEFAULT_CONNECT_TIMEOUT,
     );
-    let read_timeout = c.duration(
+    let read_timeout = c.positive_duration(
         p.key("read_timeout"),
         u.read_timeout.as_deref(),
         DEFAULT_READ_TIMEOUT,
     );
-    let write_timeout = c.duration(
+    let write_timeout = c.positive_duration(
         p.key("write_timeout"),
         u.write_timeout.as_deref(),
         DEFAULT_WRITE_TIMEOUT,
@@ -208,7 +202,7 @@ pub(super) fn check_upstream(c: &mut Checker, name: &str, u: &file::UpstreamSect
         u.idle_timeout.as_deref(),
         DEFAULT_IDLE_TIMEOUT,
     );
-    let websocket_idle_timeout = c.duration(
+    let websocket_idle_timeout = c.positive_duration(
         p.key("websocket_idle_timeout"),
         u.websocket_idle_timeout.as_deref(),
         DEFAULT_WEBSOCKET_IDLE_TIMEOUT,
@@ -217,16 +211,6 @@ pub(super) fn check_upstream(c: &mut Checker, name: &str, u: &file::UpstreamSect
         .passive
         .as_ref()
         .map(|s| check_passive(c, &p.key("passive"), s));
-    for (key, d) in [
-        ("connect_timeout", connect_timeout),
-        ("read_timeout", read_timeout),
-        ("write_timeout", write_timeout),
-        ("websocket_idle_timeout", websocket_idle_timeout),
-    ] {
-        if d.is_zero() {
-            c.problem(p.key(key), "must be more than zero");
-        }
-    }
     Upstream {
         name: name.to_string(),
         servers,
@@ -271,14 +255,11 @@ fn check_passive(c: &mut Checker, p: &KeyPath, s: &file::PassiveSection) -> Pass
             statuses
         }
     };
-    let eject_for = c.duration(
+    let eject_for = c.positive_duration(
         p.key("eject_for"),
         s.eject_for.as_deref(),
         DEFAULT_EJECT_FOR,
     );
-    if eject_for.is_zero() {
-        c.problem(p.key("eject_for"), "must be more than zero");
-    }
     let max_ejected_percent = match s.max_ejected_percent {
         None => DEFAULT_MAX_EJECTED_PERCENT,
         Some(n) if (0..=100).contains(&n) => n as u32,
