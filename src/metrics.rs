@@ -4,11 +4,11 @@
 //! the standard methods or `OTHER`, `status` the numeric code, `server` the
 //! configured address. Metrics are process-wide, so they survive reloads.
 
-use std::sync::LazyLock;
+use std::sync::{LazyLock, Mutex, OnceLock};
 
 use prometheus::{
-    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec,
-    Opts, Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Histogram buckets for an edge proxy, in seconds: 0.5 ms to 30 s.
@@ -348,6 +348,102 @@ pub(crate) fn record_request(route: &str, method: &str, status: u16, elapsed: st
         m.request_duration
             .with_label_values(&[route])
             .observe(elapsed.as_secs_f64());
+    }
+}
+
+/// The series of one route, resolved on first use and kept with the route:
+/// `with_label_values` hashes every label and takes the vector's lock on each
+/// call, four times per proxied request.
+#[derive(Debug, Default)]
+pub(crate) struct RouteSeries {
+    requests: Memo<(&'static str, u16)>,
+    duration: OnceLock<Histogram>,
+}
+
+impl RouteSeries {
+    /// [`record_request`] for the route with prefix `route`.
+    pub(crate) fn record(
+        &self,
+        route: &str,
+        method: &'static str,
+        status: u16,
+        elapsed: std::time::Duration,
+    ) {
+        let Some(m) = get() else { return };
+        self.requests.inc((method, status), || {
+            m.requests
+                .with_label_values(&[route, method, status_label(status)])
+        });
+        self.duration
+            .get_or_init(|| m.request_duration.with_label_values(&[route]))
+            .observe(elapsed.as_secs_f64());
+    }
+}
+
+/// `gatehouse_upstream_requests_total` of one server, by status.
+pub(crate) type ServerSeries = Memo<u16>;
+
+/// Counts a proxied request of `upstream`'s `server` answered with `status`.
+pub(crate) fn record_upstream_request(
+    series: &ServerSeries,
+    upstream: &str,
+    server: &str,
+    status: u16,
+) {
+    let Some(m) = get() else { return };
+    series.inc(status, || {
+        m.upstream_requests
+            .with_label_values(&[upstream, server, status_label(status)])
+    });
+}
+
+/// `gatehouse_upstream_duration_seconds` of one pool, resolved on first use.
+#[derive(Debug, Default)]
+pub(crate) struct PoolSeries(OnceLock<Histogram>);
+
+impl PoolSeries {
+    pub(crate) fn observe(&self, upstream: &str, elapsed: std::time::Duration) {
+        let Some(m) = get() else { return };
+        self.0
+            .get_or_init(|| m.upstream_duration.with_label_values(&[upstream]))
+            .observe(elapsed.as_secs_f64());
+    }
+}
+
+/// Counters of one vector already resolved for a few label sets that differ
+/// only in `K` (method and status), so that a repeated set costs a lock and
+/// a short scan instead of a label hash and the vector's lock.
+#[derive(Default)]
+pub(crate) struct Memo<K> {
+    seen: Mutex<Vec<(K, IntCounter)>>,
+}
+
+impl<K> std::fmt::Debug for Memo<K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Memo")
+    }
+}
+
+impl<K: Copy + PartialEq> Memo<K> {
+    /// Label sets kept; more (a server answering with many statuses) resolve
+    /// each time, as before.
+    const KEPT: usize = 16;
+
+    /// Increments the counter of `key`, resolving it with `resolve` when not kept.
+    fn inc(&self, key: K, resolve: impl FnOnce() -> IntCounter) {
+        let Ok(mut seen) = self.seen.lock() else {
+            resolve().inc();
+            return;
+        };
+        if let Some((_, counter)) = seen.iter().find(|(k, _)| *k == key) {
+            counter.inc();
+            return;
+        }
+        let counter = resolve();
+        counter.inc();
+        if seen.len() < Self::KEPT {
+            seen.push((key, counter));
+        }
     }
 }
 

@@ -48,6 +48,8 @@ pub struct Backend {
     pub(crate) ejected_until: AtomicU64,
     /// Ejected and its return not reported yet (log line, gauge).
     pub(crate) ejected: AtomicBool,
+    /// Its `gatehouse_upstream_requests_total` series, by status.
+    pub(crate) series: crate::metrics::ServerSeries,
 }
 
 impl Backend {
@@ -64,6 +66,7 @@ impl Backend {
             ejections: AtomicU32::new(0),
             ejected_until: AtomicU64::new(0),
             ejected: AtomicBool::new(false),
+            series: Default::default(),
         }
     }
 
@@ -114,6 +117,8 @@ pub struct Pool {
     ring: Option<Continuum>,
     /// Held while deciding an ejection, so `max_ejected_percent` holds.
     ejecting: Mutex<()>,
+    /// Its `gatehouse_upstream_duration_seconds` series.
+    pub(crate) series: crate::metrics::PoolSeries,
 }
 
 impl std::fmt::Debug for Pool {
@@ -172,6 +177,7 @@ impl Pool {
             cursor: AtomicUsize::new(start),
             ring,
             ejecting: Mutex::new(()),
+            series: Default::default(),
         }
     }
 

@@ -99,6 +99,12 @@ impl Ctx {
         snapshot.routes.get(self.route?)
     }
 
+    /// The metric series of the request's route.
+    pub(crate) fn route_series(&self) -> Option<&crate::metrics::RouteSeries> {
+        let snapshot = self.snapshot.as_ref()?;
+        snapshot.routes.series(self.route?)
+    }
+
     /// `[compression]`, unless it is off or the route opts out.
     pub fn compression(&self) -> Option<&Compression> {
         let snapshot = self.snapshot.as_ref()?;

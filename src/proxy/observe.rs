@@ -12,24 +12,27 @@ use crate::metrics;
 /// Counts the request and writes its access-log line.
 pub(crate) fn finish(session: &Session, e: Option<&pingora::Error>, ctx: &Ctx) {
     let elapsed = ctx.start.elapsed();
-    let route = ctx.route().map_or("none", |r| r.prefix.as_str());
     let method = metrics::method_label(&session.req_header().method);
-    metrics::record_request(route, method, ctx.status, elapsed);
+    match (ctx.route(), ctx.route_series()) {
+        (Some(route), Some(series)) => series.record(&route.prefix, method, ctx.status, elapsed),
+        _ => metrics::record_request("none", method, ctx.status, elapsed),
+    }
     if e.is_some_and(|e| {
         e.esource() == &pingora::ErrorSource::Downstream
             && e.etype() == &pingora::ErrorType::WriteTimedout
     }) {
         metrics::record_client_timeout("send_timeout");
     }
-    if let (Some(m), Some(pool), Some(flight)) = (metrics::get(), &ctx.pool, &ctx.in_flight) {
-        let upstream_status = metrics::status_label(ctx.upstream_status.unwrap_or(ctx.status));
-        m.upstream_requests
-            .with_label_values(&[pool.name(), &flight.backend().label, upstream_status])
-            .inc();
+    if let (Some(pool), Some(flight)) = (&ctx.pool, &ctx.in_flight) {
+        let backend = flight.backend();
+        metrics::record_upstream_request(
+            &backend.series,
+            pool.name(),
+            &backend.label,
+            ctx.upstream_status.unwrap_or(ctx.status),
+        );
         if let Some(upstream) = upstream_elapsed(ctx, elapsed) {
-            m.upstream_duration
-                .with_label_values(&[pool.name()])
-                .observe(upstream.as_secs_f64());
+            pool.series.observe(pool.name(), upstream);
         }
     }
     if access_log::enabled() {

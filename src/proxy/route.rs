@@ -2,12 +2,15 @@
 //! first), and the path a server is sent when the route strips its prefix.
 
 use crate::config::Route;
+use crate::metrics::RouteSeries;
 
 /// Routes ordered for longest-prefix matching.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct RouteTable {
     /// Sorted by prefix length, longest first.
     routes: Vec<Route>,
+    /// The metric series of each route, in the same order.
+    series: Vec<RouteSeries>,
 }
 
 impl RouteTable {
@@ -15,7 +18,8 @@ impl RouteTable {
     pub fn new(routes: &[Route]) -> Self {
         let mut routes = routes.to_vec();
         routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
-        RouteTable { routes }
+        let series = routes.iter().map(|_| RouteSeries::default()).collect();
+        RouteTable { routes, series }
     }
 
     /// The route with the longest prefix matching `path`.
@@ -36,6 +40,11 @@ impl RouteTable {
     /// The route at `index` (from [`RouteTable::find_index`]).
     pub fn get(&self, index: usize) -> Option<&Route> {
         self.routes.get(index)
+    }
+
+    /// The metric series of the route at `index`.
+    pub(crate) fn series(&self, index: usize) -> Option<&RouteSeries> {
+        self.series.get(index)
     }
 
     /// All routes, longest prefix first.
