@@ -566,11 +566,17 @@ impl Stream {
     /// transports, and while bytes wait in the write buffer (flush first: they
     /// would go out after the caller's).
     pub fn tcp_for_direct_write(&self) -> Option<&TcpStream> {
-        let stream = self.stream();
-        if !stream.writer().buffer().is_empty() {
+        if !self.stream().writer().buffer().is_empty() {
             return None;
         }
-        match &stream.get_ref().stream {
+        self.tcp_socket()
+    }
+
+    /// Gatehouse patch 24: the TCP socket under the buffers, for socket options
+    /// (`TCP_CORK` before the header is flushed); write through
+    /// [`Stream::tcp_for_direct_write`]. `None` for other transports.
+    pub fn tcp_socket(&self) -> Option<&TcpStream> {
+        match &self.stream().get_ref().stream {
             RawStream::Tcp(s) => Some(s),
             _ => None,
         }
