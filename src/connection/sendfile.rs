@@ -13,6 +13,7 @@ use std::future::Future;
 use std::io;
 use std::time::Duration;
 
+use pingora::protocols::http::v1::server::HttpSession as HttpSessionV1;
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::l4::stream::Stream as L4Stream;
 use pingora::protocols::Stream;
@@ -46,13 +47,22 @@ pub(crate) async fn send_file(
     let ServerSession::H1(h1) = session.as_downstream_mut() else {
         return Ok(Sent::NotHere);
     };
-    // The header waits in the write buffer until `prepare_direct_body`
-    // flushes it: only the kind of stream can be checked before.
-    if l4(h1.stream()).is_none() || !h1.prepare_direct_body(len).await? {
+    // Corked, the header waiting in the write buffer goes out in the first
+    // segment of the file's bytes, not in a small one of its own.
+    let Some(tcp) = l4(h1.stream()).and_then(L4Stream::tcp_socket) else {
         return Ok(Sent::NotHere);
+    };
+    cork(tcp, true);
+    let sent = send_corked(h1, file, offset, len).await;
+    if let Some(tcp) = l4(h1.stream()).and_then(L4Stream::tcp_socket) {
+        cork(tcp, false);
     }
-    if plain_tcp(h1.stream()).is_none() {
-        // Not TCP (a Unix socket): the header is out, the body follows as usual.
+    sent
+}
+
+/// [`send_file`] on a corked plain TCP connection.
+async fn send_corked(h1: &mut HttpSessionV1, file: &File, offset: u64, len: usize) -> Result<Sent> {
+    if !h1.prepare_direct_body(len).await? {
         return Ok(Sent::NotHere);
     }
     let timeout = h1.get_write_timeout();
@@ -87,6 +97,13 @@ async fn with_timeout(t: Duration, send: impl Future<Output = Result<Sent>>) -> 
             ErrorType::WriteTimedout,
             format!("sending a file, timeout: {t:?}"),
         ),
+    }
+}
+
+/// Sets or clears `TCP_CORK`. A failure only costs a small segment.
+fn cork(tcp: &TcpStream, on: bool) {
+    if let Err(e) = socket2::SockRef::from(tcp).set_tcp_cork(on) {
+        log::debug!("TCP_CORK {on}: {e}");
     }
 }
 
