@@ -14,7 +14,7 @@
 //!     │               larger files)
 //!     ├─ conditions   412, 304                                                  conditional
 //!     └─ range        206, 416 (or 200)
-//!  write_reply(session, reply)  header, then the bytes or the file in chunks
+//!  write_reply(session, reply)  header, then the bytes (sendfile(2) on plain h1) or the file in chunks
 //! ```
 //!
 //! Behaviour, and the choices made where SPEC.md is silent (Nginx's where it
@@ -55,6 +55,10 @@
 //! Files up to [`MAX_CACHED_FILE_SIZE`] are held in memory; larger files
 //! stream from disk in [`STREAM_CHUNK_SIZE`] chunks read on the blocking pool,
 //! one chunk ahead of the socket. See [`cache`] for freshness and limits.
+//! A cached file of [`SENDFILE_MIN_SIZE`] or more also keeps its descriptor
+//! open: over plain HTTP/1.x its bytes go out with sendfile(2), corked with
+//! the header (`connection::send_file`), as Nginx's `sendfile on; tcp_nopush
+//! on;` does; TLS and h2 write the same bytes from memory.
 
 mod cache;
 mod cache_control;
