@@ -71,11 +71,14 @@ async fn send_corked(h1: &mut HttpSessionV1, file: &File, offset: u64, len: usiz
         let mut left = len;
         while left > 0 {
             let Some(tcp) = plain_tcp(h1.stream()) else {
-                return Error::e_explain(ErrorType::WriteError, "sending a file: socket gone");
+                return Err(
+                    Error::explain(ErrorType::WriteError, "sending a file: socket gone")
+                        .into_down(),
+                );
             };
-            let n = send_some(tcp, file, &mut pos, left)
-                .await
-                .map_err(|e| Error::because(ErrorType::WriteError, "sending a file", e))?;
+            let n = send_some(tcp, file, &mut pos, left).await.map_err(|e| {
+                Error::because(ErrorType::WriteError, "sending a file", e).into_down()
+            })?;
             if n == 0 {
                 return Err(short_file());
             }
@@ -93,10 +96,12 @@ async fn send_corked(h1: &mut HttpSessionV1, file: &File, offset: u64, len: usiz
 async fn with_timeout(t: Duration, send: impl Future<Output = Result<Sent>>) -> Result<Sent> {
     match tokio::time::timeout(t, send).await {
         Ok(res) => res,
-        Err(_) => Error::e_explain(
+        // The client's side, as Pingora marks its own body write errors.
+        Err(_) => Err(Error::explain(
             ErrorType::WriteTimedout,
             format!("sending a file, timeout: {t:?}"),
-        ),
+        )
+        .into_down()),
     }
 }
 

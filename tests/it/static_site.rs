@@ -367,3 +367,40 @@ async fn a_large_cached_file_is_byte_exact_over_plain_and_tls() {
         assert!(resp.bytes().await.unwrap() == big, "{name}: body differs");
     }
 }
+
+/// A client that reads nothing for a while (4 KiB receive buffer) still
+/// gets the whole file byte-exact once it reads, and the next answer on the
+/// same connection: the bytes sendfile(2) queued are the file's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_reader_of_a_sent_file_gets_it_whole() {
+    let big: Vec<u8> = (0..1024 * 1024u32).map(|i| (i * 13 % 251) as u8).collect();
+    let gh = Gatehouse::builder(common::HTTP_PLAIN)
+        .append(CONFIG)
+        .file("site/index.html", INDEX)
+        .file("site/big.bin", &big)
+        .start()
+        .await;
+    // The first answer puts the file in the cache; the next is sent from it.
+    let first = raw::request(gh.http_addr(), &raw::get("/big.bin", Some("t")))
+        .await
+        .unwrap();
+    assert_eq!(first.status, 200);
+    assert!(first.body == big);
+
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut reader = socket.connect(gh.http_addr()).await.unwrap();
+    let get = b"GET /big.bin HTTP/1.1\r\nHost: t\r\n\r\n";
+    tokio::io::AsyncWriteExt::write_all(&mut reader, get)
+        .await
+        .unwrap();
+    // Not a readiness check: the point is to read late.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let late = raw::read_response(&mut reader, false).await.unwrap();
+    assert_eq!(late.status, 200);
+    assert!(late.body == big, "late body differs");
+    let next = raw::exchange(&mut reader, b"GET /index.html HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(next.body_text(), INDEX);
+}
