@@ -17,9 +17,11 @@ mod head_timer;
 mod lingering;
 mod per_ip;
 mod proxy_protocol;
+mod sendfile;
 
 pub(crate) use head_timer::GuardedIo;
 pub(crate) use lingering::{open_connections, Lingering};
+pub(crate) use sendfile::{send_file, Sent};
 
 use std::net::IpAddr;
 use std::sync::Arc;

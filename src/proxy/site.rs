@@ -31,6 +31,7 @@ pub(crate) async fn serve(
                 .header
                 .insert_header(http::header::CONTENT_LENGTH, body.len())?;
             reply.body = ReplyBody::Full(body);
+            reply.file = None;
         }
     }
     if let Some(snapshot) = &ctx.snapshot {

@@ -14,7 +14,7 @@
 //!     │               larger files)
 //!     ├─ conditions   412, 304                                                  conditional
 //!     └─ range        206, 416 (or 200)
-//!  write_reply(session, reply)  header, then the bytes or the file in chunks
+//!  write_reply(session, reply)  header, then the bytes (sendfile(2) on plain h1) or the file in chunks
 //! ```
 //!
 //! Behaviour, and the choices made where SPEC.md is silent (Nginx's where it
@@ -55,6 +55,10 @@
 //! Files up to [`MAX_CACHED_FILE_SIZE`] are held in memory; larger files
 //! stream from disk in [`STREAM_CHUNK_SIZE`] chunks read on the blocking pool,
 //! one chunk ahead of the socket. See [`cache`] for freshness and limits.
+//! A cached file of [`SENDFILE_MIN_SIZE`] or more also keeps its descriptor
+//! open: over plain HTTP/1.x its bytes go out with sendfile(2), corked with
+//! the header (`connection::send_file`), as Nginx's `sendfile on; tcp_nopush
+//! on;` does; TLS and h2 write the same bytes from memory.
 
 mod cache;
 mod cache_control;
@@ -80,7 +84,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
 pub use cache::{CACHE_CAPACITY_BYTES, CACHE_MAX_ENTRIES};
-pub use disk::MAX_CACHED_FILE_SIZE;
+pub use disk::{MAX_CACHED_FILE_SIZE, SENDFILE_MIN_SIZE};
 
 use cache::{Cache, WatchSlot};
 use conditional::{Precondition, Span, Validators};
@@ -89,6 +93,7 @@ use path::{PathError, SafePath};
 
 use crate::compression::{self, Encoder, Level};
 use crate::config::{Algorithm, Compression, StaticSite};
+use crate::connection::Sent;
 pub use cache_control::cache_control_for;
 
 /// Bytes read from disk at a time when streaming a file larger than
@@ -130,6 +135,10 @@ pub struct Reply {
     pub body: ReplyBody,
     /// Set when Gatehouse compressed the body (not for a sibling).
     pub compressed: Option<Compressed>,
+    /// The open file whose bytes from this offset are `body`'s (a cached file
+    /// of at least [`SENDFILE_MIN_SIZE`]): [`write_reply`] sends them with
+    /// sendfile(2) where the connection allows (plain HTTP/1.x).
+    pub file: Option<(Arc<File>, u64)>,
 }
 
 /// How a reply's body was compressed.
@@ -347,9 +356,11 @@ impl Site {
                 h.insert(header::CONTENT_RANGE, value);
             }
         }
+        let mut file = None;
         let body = if head || len == 0 {
             ReplyBody::Empty
         } else if let Some(data) = &v.data {
+            file = v.file.as_ref().map(|f| (Arc::clone(f), start));
             // `len` and `start` lie within `data` (`v.len` is its length).
             ReplyBody::Full(data.slice(start as usize..(start + len) as usize))
         } else {
@@ -368,6 +379,7 @@ impl Site {
             header: response(status, h),
             body,
             compressed,
+            file,
         })
     }
 
@@ -431,6 +443,7 @@ impl Site {
             header: response(StatusCode::OK, h),
             body,
             compressed,
+            file: None,
         })
     }
 
@@ -533,6 +546,7 @@ fn not_modified(set: &FileSet, v: &Variant, etag: Option<HeaderValue>, varies: b
         header: response(StatusCode::NOT_MODIFIED, h),
         body: ReplyBody::Empty,
         compressed: None,
+        file: None,
     }
 }
 
@@ -556,6 +570,7 @@ fn redirect(location: HeaderValue) -> Reply {
         header: response(StatusCode::MOVED_PERMANENTLY, h),
         body: ReplyBody::Empty,
         compressed: None,
+        file: None,
     }
 }
 
@@ -583,6 +598,7 @@ fn error_with(status: StatusCode, head: bool, mut h: HeaderMap) -> Reply {
             ReplyBody::Full(body)
         },
         compressed: None,
+        file: None,
     }
 }
 
@@ -599,9 +615,23 @@ fn response(status: StatusCode, headers: HeaderMap) -> ResponseHeader {
 /// For HEAD only the header goes out, with the GET's `Content-Length`.
 pub async fn write_reply(session: &mut Session, reply: Reply) -> pingora::Result<()> {
     let head = session.req_header().method == Method::HEAD;
-    let Reply { header, body, .. } = reply;
+    let Reply {
+        header, body, file, ..
+    } = reply;
     let body = if head { ReplyBody::Empty } else { body };
     match body {
+        ReplyBody::Full(bytes) if file.is_some() && !bytes.is_empty() => {
+            session
+                .write_response_header(Box::new(header), false)
+                .await?;
+            if let Some((file, offset)) = file {
+                match crate::connection::send_file(session, &file, offset, bytes.len()).await? {
+                    Sent::All => return session.write_response_body(None, true).await,
+                    Sent::NotHere => {}
+                }
+            }
+            session.write_response_body(Some(bytes), true).await
+        }
         ReplyBody::Empty => {
             session
                 .write_response_header(Box::new(header), true)

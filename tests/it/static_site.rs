@@ -307,3 +307,100 @@ async fn nothing_outside_the_root_is_served() {
     assert_eq!(ok.status, 200);
     assert_eq!(ok.body_text(), INDEX);
 }
+
+/// A cached file of `SENDFILE_MIN_SIZE` (256 KiB) or more goes out with
+/// sendfile(2) over plain HTTP/1.1: byte-exact, a range from its offset, HEAD
+/// without a body, and the keep-alive connection still framed right for the
+/// next answer. Over TLS (h1 and h2) the same bytes come from memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_cached_file_is_byte_exact_over_plain_and_tls() {
+    let big: Vec<u8> = (0..1024 * 1024u32).map(|i| (i * 7 % 251) as u8).collect();
+    let gh = Gatehouse::builder(common::HTTPS)
+        .append(common::HTTP_PLAIN)
+        .append(CONFIG)
+        .file("site/index.html", INDEX)
+        .file("site/big.bin", &big)
+        .start()
+        .await;
+    let request = |method: &str, path: &str, extra: &str| {
+        format!("{method} {path} HTTP/1.1\r\nHost: t\r\n{extra}\r\n").into_bytes()
+    };
+    let mut conn = tokio::net::TcpStream::connect(gh.http_addr())
+        .await
+        .unwrap();
+    // Twice: the first answer loads the cache, the second is served from it.
+    for round in 0..2 {
+        let full = raw::exchange(&mut conn, &request("GET", "/big.bin", ""))
+            .await
+            .unwrap();
+        assert_eq!(full.status, 200, "round {round}");
+        assert_eq!(full.header("content-length"), Some("1048576"));
+        assert!(full.body == big, "round {round}: body differs");
+    }
+    let part = raw::exchange(
+        &mut conn,
+        &request("GET", "/big.bin", "Range: bytes=300001-700000\r\n"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(part.status, 206);
+    assert_eq!(
+        part.header("content-range"),
+        Some("bytes 300001-700000/1048576")
+    );
+    assert!(part.body == big[300_001..=700_000], "range differs");
+    let head = raw::exchange(&mut conn, &request("HEAD", "/big.bin", ""))
+        .await
+        .unwrap();
+    assert_eq!(head.status, 200);
+    assert_eq!(head.header("content-length"), Some("1048576"));
+    assert!(head.body.is_empty());
+    let small = raw::exchange(&mut conn, &request("GET", "/index.html", ""))
+        .await
+        .unwrap();
+    assert_eq!(small.status, 200);
+    assert_eq!(small.body_text(), INDEX);
+
+    for (name, client) in [("h1", gh.client_h1()), ("h2", gh.client_h2())] {
+        let resp = client.get(gh.https_url("/big.bin")).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "{name}");
+        assert!(resp.bytes().await.unwrap() == big, "{name}: body differs");
+    }
+}
+
+/// A client that reads nothing for a while (4 KiB receive buffer) still
+/// gets the whole file byte-exact once it reads, and the next answer on the
+/// same connection: the bytes sendfile(2) queued are the file's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_reader_of_a_sent_file_gets_it_whole() {
+    let big: Vec<u8> = (0..1024 * 1024u32).map(|i| (i * 13 % 251) as u8).collect();
+    let gh = Gatehouse::builder(common::HTTP_PLAIN)
+        .append(CONFIG)
+        .file("site/index.html", INDEX)
+        .file("site/big.bin", &big)
+        .start()
+        .await;
+    // The first answer puts the file in the cache; the next is sent from it.
+    let first = raw::request(gh.http_addr(), &raw::get("/big.bin", Some("t")))
+        .await
+        .unwrap();
+    assert_eq!(first.status, 200);
+    assert!(first.body == big);
+
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut reader = socket.connect(gh.http_addr()).await.unwrap();
+    let get = b"GET /big.bin HTTP/1.1\r\nHost: t\r\n\r\n";
+    tokio::io::AsyncWriteExt::write_all(&mut reader, get)
+        .await
+        .unwrap();
+    // Not a readiness check: the point is to read late.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let late = raw::read_response(&mut reader, false).await.unwrap();
+    assert_eq!(late.status, 200);
+    assert!(late.body == big, "late body differs");
+    let next = raw::exchange(&mut reader, b"GET /index.html HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(next.body_text(), INDEX);
+}

@@ -561,6 +561,27 @@ impl Stream {
         self.offload_wait_duration = offload_wait_duration;
     }
 
+    /// Gatehouse patch 23: the TCP socket under the buffers, for a caller that
+    /// writes a response body to it directly (sendfile(2)). `None` for other
+    /// transports, and while bytes wait in the write buffer (flush first: they
+    /// would go out after the caller's).
+    pub fn tcp_for_direct_write(&self) -> Option<&TcpStream> {
+        if !self.stream().writer().buffer().is_empty() {
+            return None;
+        }
+        self.tcp_socket()
+    }
+
+    /// Gatehouse patch 24: the TCP socket under the buffers, for socket options
+    /// (`TCP_CORK` before the header is flushed); write through
+    /// [`Stream::tcp_for_direct_write`]. `None` for other transports.
+    pub fn tcp_socket(&self) -> Option<&TcpStream> {
+        match &self.stream().get_ref().stream {
+            RawStream::Tcp(s) => Some(s),
+            _ => None,
+        }
+    }
+
     /// set TCP nodelay for this connection if `self` is TCP
     pub fn set_nodelay(&mut self) -> Result<()> {
         match &self.stream_mut().get_mut().stream {

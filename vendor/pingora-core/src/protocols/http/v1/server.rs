@@ -42,6 +42,9 @@ use crate::protocols::http::{
 use crate::protocols::{Digest, SocketAddr, Stream};
 use crate::utils::{BufRef, KVRef};
 
+// Gatehouse patch 23: body bytes the application writes to the socket itself.
+mod direct_body;
+
 /// Tracks which writer is currently processing a task.
 ///
 /// This enables resuming writes after cancellation. Each variant stores the
