@@ -18,7 +18,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use http::{header, header::AsHeaderName, HeaderValue, StatusCode, Version};
 use log::{debug, trace};
 use pingora_error::{Error, ErrorType::*, OrErr, Result, RetryType};
-use pingora_http::{HMap, IntoCaseHeaderName, RequestHeader, ResponseHeader};
+use pingora_http::{HMap, RequestHeader, ResponseHeader};
 use pingora_timeout::timeout;
 use std::io::ErrorKind;
 use std::str;
@@ -308,8 +308,15 @@ impl HttpSession {
                         let buf = std::mem::take(&mut self.response_header_read_buf).freeze();
 
                         for header in header_refs {
-                            let header_name = header.get_name_bytes(&buf);
-                            let header_name = header_name.into_case_header_name();
+                            // Gatehouse patch: the name is parsed from the buffer;
+                            // no copy of its spelling is kept (pingora-http patch).
+                            let header_name =
+                                match http::HeaderName::from_bytes(header.get_name(&buf))
+                                    .or_err(InvalidHTTPHeader, "invalid header name")
+                                {
+                                    Ok(name) => name,
+                                    Err(e) => return self.fail_response_header_read(e),
+                                };
                             let value_bytes = header.get_value_bytes(&buf);
                             let header_value = pingora_http::header_value_from_raw(value_bytes);
                             if let Err(e) = response_header
