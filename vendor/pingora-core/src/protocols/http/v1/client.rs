@@ -286,7 +286,8 @@ impl HttpSession {
 
                         let mut response_header = match ResponseHeader::build(
                             resp.code.unwrap(),
-                            Some(resp.headers.len()),
+                            // Gatehouse patch: room for the headers a proxy adds.
+                            Some(resp.headers.len() + PROXY_HEADER_ROOM),
                         ) {
                             Ok(header) => Box::new(header),
                             Err(e) => return self.fail_response_header_read(e),
@@ -444,8 +445,13 @@ impl HttpSession {
     /// Similar to [`Self::read_response()`], read the response header and then return a copy of it.
     pub async fn read_resp_header_parts(&mut self) -> Result<Box<ResponseHeader>> {
         self.read_response().await?;
+        // Gatehouse patch: the parsed head (built with room for the headers a
+        // proxy adds) is returned and the session keeps the copy, whose entry
+        // list has no spare room but is never added to.
         // safe to unwrap because it is just read
-        Ok(Box::new(self.resp_header().unwrap().clone()))
+        let header = self.response_header.take().unwrap();
+        self.response_header = Some(Box::new((*header).clone()));
+        Ok(header)
     }
 
     /// Return a reference of the [`ResponseHeader`] if the response is read
@@ -953,6 +959,10 @@ pub fn http_req_header_to_wire(req: &RequestHeader) -> Option<BytesMut> {
     buf.put_slice(CRLF);
     Some(buf)
 }
+
+/// Gatehouse patch: room in a parsed response head for the headers a proxy
+/// adds (request id, CORS, rate-limit headers), so its map is not regrown.
+const PROXY_HEADER_ROOM: usize = 8;
 
 impl UniqueID for HttpSession {
     fn id(&self) -> UniqueIDType {
