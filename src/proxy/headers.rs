@@ -99,9 +99,9 @@ pub fn request_host_value(req: &RequestHeader) -> Option<HeaderValue> {
 
 /// Sets the forwarding headers on the request sent upstream.
 ///
-/// Names are given as the `HeaderName` with its usual spelling, which
-/// Pingora's header maps take without parsing or copying either (vendor
-/// patch 12); values are static, shared with the client's head, or (the
+/// Names are given as constant `HeaderName`s, which Pingora's header maps
+/// take without parsing (vendor patch 12; they go out in Title-Case, patch
+/// 14); values are static, shared with the client's head, or (the
 /// addresses) written once: `X-Real-IP` and `X-Forwarded-For` share one
 /// value when they are the same.
 pub fn set_forwarding(
@@ -116,7 +116,7 @@ pub fn set_forwarding(
     if let Some(ip) = client {
         let v = ip_value(ip, None);
         real_ip = Some((ip, v.clone()));
-        req.insert_header((X_REAL_IP, "X-Real-IP"), v)?;
+        req.insert_header(X_REAL_IP, v)?;
     }
     if let Some(peer) = peer {
         let prev = req
@@ -128,20 +128,17 @@ pub fn set_forwarding(
             (None, Some((ip, v))) if ip == peer => v,
             _ => ip_value(peer, prev),
         };
-        req.insert_header((X_FORWARDED_FOR, "X-Forwarded-For"), value)?;
+        req.insert_header(X_FORWARDED_FOR, value)?;
     }
     let proto = if tls { "https" } else { "http" };
-    req.insert_header(
-        (X_FORWARDED_PROTO, "X-Forwarded-Proto"),
-        HeaderValue::from_static(proto),
-    )?;
+    req.insert_header(X_FORWARDED_PROTO, HeaderValue::from_static(proto))?;
     match host {
-        Some(h) => req.insert_header((X_FORWARDED_HOST, "X-Forwarded-Host"), h)?,
+        Some(h) => req.insert_header(X_FORWARDED_HOST, h)?,
         None => {
             req.remove_header(&X_FORWARDED_HOST);
         }
     }
-    req.insert_header((X_REQUEST_ID, "X-Request-Id"), request_id.clone())?;
+    req.insert_header(X_REQUEST_ID, request_id.clone())?;
     Ok(())
 }
 
@@ -202,8 +199,7 @@ pub fn decorate(
             }
         }
     }
-    // Spelled as before: lowercase, which the case map used to copy per response.
-    resp.insert_header((X_REQUEST_ID, "x-request-id"), request_id.clone())?;
+    resp.insert_header(X_REQUEST_ID, request_id.clone())?;
     Ok(())
 }
 

@@ -534,3 +534,111 @@ async fn each_hop_by_hop_field_alone_is_not_forwarded() {
         assert_eq!(seen.header("x-kept"), Some("yes"), "{name}");
     }
 }
+
+/// A raw HTTP/1.1 server: each request head it reads (as sent, bytes) goes to
+/// the channel, and each is answered with `answer`. Keep-alive connections
+/// are served until the peer closes.
+async fn raw_backend(
+    answer: &'static [u8],
+) -> (
+    std::net::SocketAddr,
+    tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head: Vec<u8> = buf.drain(..end + 4).collect();
+                        let _ = tx.send(head);
+                        if conn.write_all(answer).await.is_err() {
+                            return;
+                        }
+                    }
+                    match conn.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+            });
+        }
+    });
+    (addr, rx)
+}
+
+/// Header names are not kept in the case they came in: on the HTTP/1 wire,
+/// both to the server and to the client, every name is written in
+/// Title-Case (vendor patch 14; HTTP field names are case-insensitive).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_names_go_out_in_title_case_on_http1() {
+    let (addr, mut heads) = raw_backend(
+        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nx-lower-name: 1\r\nX-SHOUTED-NAME: 2\r\nX-Mixed-CASE: 3\r\n\r\nok",
+    )
+    .await;
+    let gh = start_api(&[addr.to_string()], "").await;
+
+    let request = "GET /api/case HTTP/1.1\r\nhost: h.test\r\nx-API-key: k\r\nUSER-AGENT: raw\r\nConnection: close\r\n\r\n";
+    let mut client = tokio::net::TcpStream::connect(gh.http_addr())
+        .await
+        .unwrap();
+    let response = tokio::time::timeout(common::raw::RAW_TIMEOUT, async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        client.write_all(request.as_bytes()).await.unwrap();
+        let mut out = Vec::new();
+        client.read_to_end(&mut out).await.unwrap();
+        out
+    })
+    .await
+    .expect("the response within the timeout");
+    let response = String::from_utf8_lossy(&response);
+    let head = response.split("\r\n\r\n").next().unwrap_or_default();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    for line in [
+        "\r\nContent-Length: 2\r\n",
+        "\r\nX-Lower-Name: 1\r\n",
+        "\r\nX-Shouted-Name: 2\r\n",
+        "\r\nX-Mixed-Case: 3\r\n",
+        "\r\nX-Request-Id: ",
+    ] {
+        assert!(
+            format!("{head}\r\n").contains(line),
+            "{line:?} to the client: {head}"
+        );
+    }
+
+    // The request head the server got (health checks use /health; the
+    // request is the one for /case).
+    let upstream = tokio::time::timeout(common::raw::RAW_TIMEOUT, async {
+        loop {
+            let head = heads.recv().await.expect("the backend is running");
+            if head.starts_with(b"GET /case ") {
+                return String::from_utf8(head).unwrap();
+            }
+        }
+    })
+    .await
+    .expect("the request reached the server");
+    for line in [
+        "\r\nHost: h.test\r\n",
+        "\r\nX-Api-Key: k\r\n",
+        "\r\nUser-Agent: raw\r\n",
+        "\r\nX-Real-Ip: 127.0.0.1\r\n",
+        "\r\nX-Forwarded-For: 127.0.0.1\r\n",
+        "\r\nX-Forwarded-Proto: http\r\n",
+        "\r\nX-Forwarded-Host: h.test\r\n",
+        "\r\nX-Request-Id: ",
+    ] {
+        assert!(
+            upstream.contains(line),
+            "{line:?} to the server: {upstream}"
+        );
+    }
+    assert!(!upstream.contains("x-API-key"), "{upstream}");
+}

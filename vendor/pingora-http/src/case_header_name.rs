@@ -13,10 +13,10 @@
 // limitations under the License.
 
 use crate::*;
-use bytes::Bytes;
-use http::header;
-use pingora_error::Error;
+use bytes::{BufMut, Bytes};
 
+/// A header name as given by the caller, in any case. Gatehouse patch: only its
+/// lower-cased form is kept (as the map key); see [put_title_case] for the wire.
 #[derive(Debug, Clone)]
 pub struct CaseHeaderName(Bytes);
 
@@ -36,23 +36,22 @@ impl CaseHeaderName {
     }
 }
 
-/// A trait that converts into case-sensitive header names.
+/// A trait for the types a header name can be given as.
 pub trait IntoCaseHeaderName {
     fn into_case_header_name(self) -> CaseHeaderName;
 
-    /// Gatehouse patch: the header's map key together with its
-    /// case-preserving name. The default parses the key from the
-    /// case-preserving bytes; a [HeaderName] (or a name paired with its wire
-    /// spelling) is used as it is, without parsing it again.
-    fn into_header_names(self) -> Result<(HeaderName, CaseHeaderName)>
+    /// Gatehouse patch: the header's map key. The default parses it from the
+    /// bytes; a [HeaderName] is used as it is, without parsing it again.
+    fn into_header_name(self) -> Result<HeaderName>
     where
         Self: Sized,
     {
-        let case_header_name = self.into_case_header_name();
-        let header_name = HeaderName::from_bytes(case_header_name.as_slice())
-            .or_err(InvalidHTTPHeader, "invalid header name")?;
-        Ok((header_name, case_header_name))
+        parse_header_name(self.into_case_header_name().as_slice())
     }
+}
+
+fn parse_header_name(name: &[u8]) -> Result<HeaderName> {
+    HeaderName::from_bytes(name).or_err(InvalidHTTPHeader, "invalid header name")
 }
 
 impl IntoCaseHeaderName for CaseHeaderName {
@@ -65,56 +64,39 @@ impl IntoCaseHeaderName for String {
     fn into_case_header_name(self) -> CaseHeaderName {
         CaseHeaderName(self.into())
     }
+
+    fn into_header_name(self) -> Result<HeaderName> {
+        parse_header_name(self.as_bytes())
+    }
 }
 
 impl IntoCaseHeaderName for &'static str {
     fn into_case_header_name(self) -> CaseHeaderName {
         CaseHeaderName(self.into())
     }
+
+    fn into_header_name(self) -> Result<HeaderName> {
+        parse_header_name(self.as_bytes())
+    }
 }
 
 impl IntoCaseHeaderName for HeaderName {
     fn into_case_header_name(self) -> CaseHeaderName {
-        CaseHeaderName(titled_header_name(&self))
+        CaseHeaderName(Bytes::copy_from_slice(self.as_str().as_bytes()))
     }
 
-    fn into_header_names(self) -> Result<(HeaderName, CaseHeaderName)> {
-        let case_header_name = CaseHeaderName(titled_header_name(&self));
-        Ok((self, case_header_name))
+    fn into_header_name(self) -> Result<HeaderName> {
+        Ok(self)
     }
 }
 
 impl IntoCaseHeaderName for &HeaderName {
     fn into_case_header_name(self) -> CaseHeaderName {
-        CaseHeaderName(titled_header_name(self))
+        CaseHeaderName(Bytes::copy_from_slice(self.as_str().as_bytes()))
     }
 
-    fn into_header_names(self) -> Result<(HeaderName, CaseHeaderName)> {
-        Ok((self.clone(), CaseHeaderName(titled_header_name(self))))
-    }
-}
-
-/// Gatehouse patch: a header name with the spelling to send it in, e.g.
-/// `(HeaderName::from_static("x-real-ip"), "X-Real-IP")`. Neither is parsed
-/// or copied when the header is inserted. The spelling must be the name's,
-/// differing only in case.
-impl IntoCaseHeaderName for (HeaderName, &'static str) {
-    fn into_case_header_name(self) -> CaseHeaderName {
-        CaseHeaderName(Bytes::from_static(self.1.as_bytes()))
-    }
-
-    fn into_header_names(self) -> Result<(HeaderName, CaseHeaderName)> {
-        let (name, spelling) = self;
-        // A full comparison would cost as much as the parse this skips: the
-        // length is checked always, the letters in debug builds.
-        debug_assert!(name.as_str().eq_ignore_ascii_case(spelling));
-        if name.as_str().len() != spelling.len() {
-            return Error::e_explain(
-                InvalidHTTPHeader,
-                "header spelling differs from its name other than in case",
-            );
-        }
-        Ok((name, CaseHeaderName(Bytes::from_static(spelling.as_bytes()))))
+    fn into_header_name(self) -> Result<HeaderName> {
+        Ok(self.clone())
     }
 }
 
@@ -122,58 +104,65 @@ impl IntoCaseHeaderName for Bytes {
     fn into_case_header_name(self) -> CaseHeaderName {
         CaseHeaderName(self)
     }
+
+    fn into_header_name(self) -> Result<HeaderName> {
+        parse_header_name(&self)
+    }
 }
 
-fn titled_header_name(header_name: &HeaderName) -> Bytes {
-    titled_header_name_str(header_name).map_or_else(
-        || Bytes::copy_from_slice(header_name.as_str().as_bytes()),
-        |s| Bytes::from_static(s.as_bytes()),
-    )
-}
-
-pub(crate) fn titled_header_name_str(header_name: &HeaderName) -> Option<&'static str> {
-    Some(match *header_name {
-        header::ACCEPT_RANGES => "Accept-Ranges",
-        header::AGE => "Age",
-        header::CACHE_CONTROL => "Cache-Control",
-        header::CONNECTION => "Connection",
-        header::CONTENT_TYPE => "Content-Type",
-        header::CONTENT_ENCODING => "Content-Encoding",
-        header::CONTENT_LENGTH => "Content-Length",
-        header::DATE => "Date",
-        header::TRANSFER_ENCODING => "Transfer-Encoding",
-        header::HOST => "Host",
-        header::SERVER => "Server",
-        header::SET_COOKIE => "Set-Cookie",
-        // TODO: add more const header here to map to their titled case
-        // TODO: automatically upper case the first letter?
-        _ => {
-            return None;
+/// Gatehouse patch: writes a lower-case header name in canonical Title-Case:
+/// the first letter and each letter after a `-` upper-cased (`x-api-key` as
+/// `X-Api-Key`, `www-authenticate` as `Www-Authenticate`), the canonical
+/// form Go's `net/http` also writes. Works through a stack buffer, 64 bytes
+/// at a time.
+#[inline]
+pub(crate) fn put_title_case(buf: &mut impl BufMut, name: &[u8]) {
+    let mut chunk = [0u8; 64];
+    let mut upper = true;
+    for part in name.chunks(chunk.len()) {
+        let out = &mut chunk[..part.len()];
+        for (o, &b) in out.iter_mut().zip(part) {
+            *o = if upper { b.to_ascii_uppercase() } else { b };
+            upper = b == b'-';
         }
-    })
+        buf.put_slice(out);
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::header;
 
     #[test]
     fn test_case_header_name() {
         assert_eq!("FoO".into_case_header_name().as_slice(), b"FoO");
         assert_eq!("FoO".to_string().into_case_header_name().as_slice(), b"FoO");
-        assert_eq!(header::SERVER.into_case_header_name().as_slice(), b"Server");
+        assert_eq!(header::SERVER.into_case_header_name().as_slice(), b"server");
     }
 
     #[test]
-    fn test_header_names_without_parsing() {
-        let (name, case) = header::SERVER.into_header_names().unwrap();
-        assert_eq!((name, case.as_slice()), (header::SERVER, &b"Server"[..]));
-        let x_real_ip = HeaderName::from_static("x-real-ip");
-        let (name, case) = (x_real_ip.clone(), "X-Real-IP").into_header_names().unwrap();
-        assert_eq!((name, case.as_slice()), (x_real_ip.clone(), &b"X-Real-IP"[..]));
-        assert!((x_real_ip, "X-Real-IP-2").into_header_names().is_err());
-        let (name, case) = "X-Foo".into_header_names().unwrap();
-        assert_eq!((name.as_str(), case.as_slice()), ("x-foo", &b"X-Foo"[..]));
-        assert!("bad name".into_header_names().is_err());
+    fn test_header_names() {
+        assert_eq!(header::SERVER.into_header_name().unwrap(), header::SERVER);
+        assert_eq!("X-Foo".into_header_name().unwrap().as_str(), "x-foo");
+        assert_eq!(
+            String::from("X-Foo").into_header_name().unwrap().as_str(),
+            "x-foo"
+        );
+        assert!("bad name".into_header_name().is_err());
+    }
+
+    #[test]
+    fn test_title_case() {
+        let title = |name: &str| {
+            let mut buf = Vec::new();
+            put_title_case(&mut buf, name.as_bytes());
+            String::from_utf8(buf).unwrap()
+        };
+        assert_eq!(title("content-type"), "Content-Type");
+        assert_eq!(title("x-request-id"), "X-Request-Id");
+        assert_eq!(title("te"), "Te");
+        assert_eq!(title(""), "");
+        assert_eq!(title("a-"), "A-");
     }
 }

@@ -45,7 +45,12 @@ where
 
         // phase 2 send to upstream
 
-        let mut req = session.req_header().clone();
+        // Gatehouse patch: the parsed head (built with room for the headers a
+        // proxy adds, pingora-core patch 9) goes upstream and the downstream
+        // session keeps the copy: a clone's entry list has no spare room, so
+        // the forwarding headers regrew it on every request.
+        let copy = session.req_header().clone();
+        let mut req = std::mem::replace(session.req_header_mut(), copy);
         let authority_policy = AuthorityPolicy::from(session.downstream_session.is_custom());
         let downstream_had_host = req.headers.contains_key(http::header::HOST);
         req.set_version(Version::HTTP_11);

@@ -18,7 +18,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use http::{header, header::AsHeaderName, HeaderValue, StatusCode, Version};
 use log::{debug, trace};
 use pingora_error::{Error, ErrorType::*, OrErr, Result, RetryType};
-use pingora_http::{HMap, IntoCaseHeaderName, RequestHeader, ResponseHeader};
+use pingora_http::{HMap, RequestHeader, ResponseHeader};
 use pingora_timeout::timeout;
 use std::io::ErrorKind;
 use std::str;
@@ -286,7 +286,8 @@ impl HttpSession {
 
                         let mut response_header = match ResponseHeader::build(
                             resp.code.unwrap(),
-                            Some(resp.headers.len()),
+                            // Gatehouse patch: room for the headers a proxy adds.
+                            Some(resp.headers.len() + PROXY_HEADER_ROOM),
                         ) {
                             Ok(header) => Box::new(header),
                             Err(e) => return self.fail_response_header_read(e),
@@ -308,8 +309,15 @@ impl HttpSession {
                         let buf = std::mem::take(&mut self.response_header_read_buf).freeze();
 
                         for header in header_refs {
-                            let header_name = header.get_name_bytes(&buf);
-                            let header_name = header_name.into_case_header_name();
+                            // Gatehouse patch: the name is parsed from the buffer;
+                            // no copy of its spelling is kept (pingora-http patch).
+                            let header_name =
+                                match http::HeaderName::from_bytes(header.get_name(&buf))
+                                    .or_err(InvalidHTTPHeader, "invalid header name")
+                                {
+                                    Ok(name) => name,
+                                    Err(e) => return self.fail_response_header_read(e),
+                                };
                             let value_bytes = header.get_value_bytes(&buf);
                             let header_value = pingora_http::header_value_from_raw(value_bytes);
                             if let Err(e) = response_header
@@ -437,8 +445,13 @@ impl HttpSession {
     /// Similar to [`Self::read_response()`], read the response header and then return a copy of it.
     pub async fn read_resp_header_parts(&mut self) -> Result<Box<ResponseHeader>> {
         self.read_response().await?;
+        // Gatehouse patch: the parsed head (built with room for the headers a
+        // proxy adds) is returned and the session keeps the copy, whose entry
+        // list has no spare room but is never added to.
         // safe to unwrap because it is just read
-        Ok(Box::new(self.resp_header().unwrap().clone()))
+        let header = self.response_header.take().unwrap();
+        self.response_header = Some(Box::new((*header).clone()));
+        Ok(header)
     }
 
     /// Return a reference of the [`ResponseHeader`] if the response is read
@@ -946,6 +959,10 @@ pub fn http_req_header_to_wire(req: &RequestHeader) -> Option<BytesMut> {
     buf.put_slice(CRLF);
     Some(buf)
 }
+
+/// Gatehouse patch: room in a parsed response head for the headers a proxy
+/// adds (request id, CORS, rate-limit headers), so its map is not regrown.
+const PROXY_HEADER_ROOM: usize = 8;
 
 impl UniqueID for HttpSession {
     fn id(&self) -> UniqueIDType {

@@ -330,21 +330,41 @@ fn from_digits(bytes: &[u8]) -> Option<u64> {
 /// 8.6](https://www.rfc-editor.org/rfc/rfc9110#section-8.6) this lets identical
 /// duplicates (e.g. `Content-Length: 42, 42`) be collapsed to a single value
 /// while genuinely conflicting framing is rejected.
+// Gatehouse patch: the framing path reads the values itself (one lookup).
+#[cfg(test)]
 pub(crate) fn content_length_parse_all(headers: &HMap) -> Option<u64> {
+    content_length_of_values(headers.get_all(header::CONTENT_LENGTH).iter())
+}
+
+/// [content_length_parse_all] over the values of the `Content-Length` lines.
+fn content_length_of_values<'a>(values: impl Iterator<Item = &'a HeaderValue>) -> Option<u64> {
     // If multiple Content-Length headers were sent, everything can still be
     // alright if they all contain the same value, and all parse correctly. If
     // not, then it's an error.
     let mut content_length: Option<u64> = None;
-    for value in headers.get_all(header::CONTENT_LENGTH) {
+    let mut reconcile = |n: u64| match content_length {
+        None => {
+            content_length = Some(n);
+            true
+        }
+        Some(prev) => prev == n,
+    };
+    for value in values {
+        // Gatehouse patch: a value of digits only (the usual one) is parsed
+        // as it is; the split below would find the same single number.
+        if let Some(n) = from_digits(value.as_bytes()) {
+            if !reconcile(n) {
+                return None;
+            }
+            continue;
+        }
         // A non-visible-ASCII value can't be a valid Content-Length, so the
         // framing is ambiguous.
         let line = value.to_str().ok()?;
         for v in line.split(',') {
             let n = from_digits(v.trim().as_bytes())?;
-            match content_length {
-                None => content_length = Some(n),
-                Some(prev) if prev != n => return None,
-                Some(_) => {}
+            if !reconcile(n) {
+                return None;
             }
         }
     }
@@ -357,7 +377,14 @@ pub(crate) fn content_length_parse_all(headers: &HMap) -> Option<u64> {
 /// present but cannot be resolved to a single value (conflicting duplicates or
 /// an unparseable value), or `None` when the header is absent.
 pub(crate) fn content_length_for_framing(headers: &HMap) -> Result<Option<usize>> {
-    match content_length_parse_all(headers) {
+    // Gatehouse patch: one map lookup. An absent header is seen from its
+    // values (it was a second lookup, `contains_key`, on every message
+    // without one).
+    let mut values = headers.get_all(header::CONTENT_LENGTH).iter().peekable();
+    if values.peek().is_none() {
+        return Ok(None);
+    }
+    match content_length_of_values(values) {
         Some(cl) => {
             // Content-Length frames the body, so a value that does not fit in
             // `usize` cannot be represented and must not be silently truncated
@@ -373,13 +400,12 @@ pub(crate) fn content_length_for_framing(headers: &HMap) -> Result<Option<usize>
                 )
             })
         }
-        None if headers.contains_key(header::CONTENT_LENGTH) => {
+        None => {
             // debug, not warn: per-message, client-influenced; avoids log floods
             // under adversarial load. The error is returned to the caller.
             debug!("invalid Content-Length header");
             Error::e_explain(InvalidHTTPHeader, "invalid Content-Length header")
         }
-        None => Ok(None),
     }
 }
 
