@@ -602,8 +602,8 @@ fn error_with(status: StatusCode, head: bool, mut h: HeaderMap) -> Reply {
     }
 }
 
-/// A header without case tracking (lower-case names on HTTP/1 except the
-/// common ones Pingora title-cases; HTTP/2 has no case anyway).
+/// A response head from a header map (names go out in Title-Case on
+/// HTTP/1, vendor patch 14; lower-case on HTTP/2).
 fn response(status: StatusCode, headers: HeaderMap) -> ResponseHeader {
     let (mut parts, ()) = http::Response::new(()).into_parts();
     parts.status = status;

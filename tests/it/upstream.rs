@@ -575,11 +575,12 @@ async fn raw_backend(
 
 /// Header names are not kept in the case they came in: on the HTTP/1 wire,
 /// both to the server and to the client, every name is written in
-/// Title-Case (vendor patch 14; HTTP field names are case-insensitive).
+/// Title-Case (vendor patch 14; HTTP field names are case-insensitive), or
+/// the customary spelling of a few well-known names (`X-Real-IP`, `ETag`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn header_names_go_out_in_title_case_on_http1() {
     let (addr, mut heads) = raw_backend(
-        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nx-lower-name: 1\r\nX-SHOUTED-NAME: 2\r\nX-Mixed-CASE: 3\r\n\r\nok",
+        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\netag: \"e\"\r\nx-lower-name: 1\r\nX-SHOUTED-NAME: 2\r\nX-Mixed-CASE: 3\r\n\r\nok",
     )
     .await;
     let gh = start_api(&[addr.to_string()], "").await;
@@ -602,6 +603,7 @@ async fn header_names_go_out_in_title_case_on_http1() {
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     for line in [
         "\r\nContent-Length: 2\r\n",
+        "\r\nETag: \"e\"\r\n",
         "\r\nX-Lower-Name: 1\r\n",
         "\r\nX-Shouted-Name: 2\r\n",
         "\r\nX-Mixed-Case: 3\r\n",
@@ -629,7 +631,7 @@ async fn header_names_go_out_in_title_case_on_http1() {
         "\r\nHost: h.test\r\n",
         "\r\nX-Api-Key: k\r\n",
         "\r\nUser-Agent: raw\r\n",
-        "\r\nX-Real-Ip: 127.0.0.1\r\n",
+        "\r\nX-Real-IP: 127.0.0.1\r\n",
         "\r\nX-Forwarded-For: 127.0.0.1\r\n",
         "\r\nX-Forwarded-Proto: http\r\n",
         "\r\nX-Forwarded-Host: h.test\r\n",

@@ -112,11 +112,16 @@ impl IntoCaseHeaderName for Bytes {
 
 /// Gatehouse patch: writes a lower-case header name in canonical Title-Case:
 /// the first letter and each letter after a `-` upper-cased (`x-api-key` as
-/// `X-Api-Key`, `www-authenticate` as `Www-Authenticate`), the canonical
-/// form Go's `net/http` also writes. Works through a stack buffer, 64 bytes
-/// at a time.
+/// `X-Api-Key`). Names whose registered or customary spelling is not
+/// Title-Case go out in that spelling (`ETag`, `WWW-Authenticate`,
+/// `X-Real-IP`, `Sec-WebSocket-Key`, ...). Works through a stack buffer, 64
+/// bytes at a time.
 #[inline]
 pub(crate) fn put_title_case(buf: &mut impl BufMut, name: &[u8]) {
+    if let Some(spelling) = customary_spelling(name) {
+        buf.put_slice(spelling.as_bytes());
+        return;
+    }
     let mut chunk = [0u8; 64];
     let mut upper = true;
     for part in name.chunks(chunk.len()) {
@@ -127,6 +132,27 @@ pub(crate) fn put_title_case(buf: &mut impl BufMut, name: &[u8]) {
         }
         buf.put_slice(out);
     }
+}
+
+/// The spelling of well-known names that Title-Case would get wrong.
+fn customary_spelling(name: &[u8]) -> Option<&'static str> {
+    Some(match name {
+        b"etag" => "ETag",
+        b"te" => "TE",
+        b"dnt" => "DNT",
+        b"www-authenticate" => "WWW-Authenticate",
+        b"content-md5" => "Content-MD5",
+        b"x-real-ip" => "X-Real-IP",
+        b"x-xss-protection" => "X-XSS-Protection",
+        b"x-ua-compatible" => "X-UA-Compatible",
+        b"x-dns-prefetch-control" => "X-DNS-Prefetch-Control",
+        b"sec-websocket-key" => "Sec-WebSocket-Key",
+        b"sec-websocket-accept" => "Sec-WebSocket-Accept",
+        b"sec-websocket-version" => "Sec-WebSocket-Version",
+        b"sec-websocket-protocol" => "Sec-WebSocket-Protocol",
+        b"sec-websocket-extensions" => "Sec-WebSocket-Extensions",
+        _ => return None,
+    })
 }
 
 #[cfg(test)]
@@ -161,7 +187,11 @@ mod tests {
         };
         assert_eq!(title("content-type"), "Content-Type");
         assert_eq!(title("x-request-id"), "X-Request-Id");
-        assert_eq!(title("te"), "Te");
+        assert_eq!(title("te"), "TE");
+        assert_eq!(title("etag"), "ETag");
+        assert_eq!(title("x-real-ip"), "X-Real-IP");
+        assert_eq!(title("sec-websocket-accept"), "Sec-WebSocket-Accept");
+        assert_eq!(title("www-authenticate"), "WWW-Authenticate");
         assert_eq!(title(""), "");
         assert_eq!(title("a-"), "A-");
     }
