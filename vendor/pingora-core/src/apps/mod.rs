@@ -272,39 +272,43 @@ where
     });
 
     let h2_options = this.h2_options();
-    let h2_conn = match server::handshake(stream, h2_options).await {
-        Err(e) => {
-            error!("H2 handshake error {e}");
-            return;
-        }
-        Ok(c) => c,
-    };
-
     // The accept-loop body — including the graceful-shutdown state
     // machine — lives in `server::accept_downstream_sessions` so that
     // the same code path is exercised by tests in `protocols::http::v2`.
     let app = this.clone();
     let shutdown_for_session = shutdown.clone();
     let h2_idle_timeout = this.server_options().and_then(|o| o.h2_idle_timeout);
-    server::accept_downstream_sessions(
-        h2_conn,
-        digest,
-        shutdown.clone(),
-        h2_idle_timeout,
-        |h2_stream, guard| {
-            let app = app.clone();
-            let shutdown = shutdown_for_session.clone();
-            pingora_runtime::current_handle().spawn(async move {
-                // hold `guard` for the session's lifetime so the accept
-                // loop's idle timeout sees this connection as busy.
-                let _guard = guard;
-                // Note, `PersistentSettings` not currently relevant for h2
-                app.process_new_http(ServerSession::new_http2(h2_stream), &shutdown)
-                    .await;
-            });
-        },
-    )
-    .await;
+    // Gatehouse patch: `h2_conn` is moved into the accept loop's future inside
+    // this block, so its own slot is not kept next to that future for the
+    // whole life of the connection.
+    let accept_loop = {
+        let h2_conn = match server::handshake(stream, h2_options).await {
+            Err(e) => {
+                error!("H2 handshake error {e}");
+                return;
+            }
+            Ok(c) => c,
+        };
+        server::accept_downstream_sessions(
+            h2_conn,
+            digest,
+            shutdown.clone(),
+            h2_idle_timeout,
+            move |h2_stream, guard| {
+                let app = app.clone();
+                let shutdown = shutdown_for_session.clone();
+                pingora_runtime::current_handle().spawn(async move {
+                    // hold `guard` for the session's lifetime so the accept
+                    // loop's idle timeout sees this connection as busy.
+                    let _guard = guard;
+                    // Note, `PersistentSettings` not currently relevant for h2
+                    app.process_new_http(ServerSession::new_http2(h2_stream), &shutdown)
+                        .await;
+                });
+            },
+        )
+    };
+    accept_loop.await;
 }
 
 #[async_trait]
@@ -355,27 +359,35 @@ where
             return self.clone().process_custom_session(stream, shutdown).await;
         } else {
             // No ALPN or ALPN::H1 and h2c was not configured, fallback to HTTP/1.1
-            let mut session = ServerSession::new_http1(stream);
-            if *shutdown.borrow() {
-                // stop downstream from reusing if this service is shutting down soon
-                session.set_keepalive(None);
-            } else {
-                // default 60s
-                session.set_keepalive(Some(60));
-            }
-            session.set_keepalive_reuses_remaining(
-                self.server_options()
-                    .and_then(|opts| opts.keepalive_request_limit),
-            );
-
-            let mut result = self.process_new_http(session, shutdown).await;
-            while let Some((stream, persistent_settings)) = result.map(|r| r.consume()) {
+            // Gatehouse patch: in a block, as in the loop below.
+            let first = {
                 let mut session = ServerSession::new_http1(stream);
-                if let Some(persistent_settings) = persistent_settings {
-                    persistent_settings.apply_to_session(&mut session);
+                if *shutdown.borrow() {
+                    // stop downstream from reusing if this service is shutting down soon
+                    session.set_keepalive(None);
+                } else {
+                    // default 60s
+                    session.set_keepalive(Some(60));
                 }
-
-                result = self.process_new_http(session, shutdown).await;
+                session.set_keepalive_reuses_remaining(
+                    self.server_options()
+                        .and_then(|opts| opts.keepalive_request_limit),
+                );
+                self.process_new_http(session, shutdown)
+            };
+            let mut result = first.await;
+            while let Some((stream, persistent_settings)) = result.map(|r| r.consume()) {
+                // Gatehouse patch: the session is built in a block that ends
+                // before the await, so this future keeps no slot for it while
+                // the connection waits for its next request.
+                let request = {
+                    let mut session = ServerSession::new_http1(stream);
+                    if let Some(persistent_settings) = persistent_settings {
+                        persistent_settings.apply_to_session(&mut session);
+                    }
+                    self.process_new_http(session, shutdown)
+                };
+                result = request.await;
             }
         }
         None
