@@ -704,7 +704,7 @@ def markdown(meta, summary, a, profiles):
         L.append(f"## {idle['id']}. {idle['name']}\n")
         L.append(f"Each connection sent one `GET /index.html` {how}; RSS (sum of VmRSS; Nginx "
                  "master + worker) "
-                 f"measured 1 s after all were open; {idle_rounds(a, idle['id'])} rounds per proxy, "
+                 f"measured 1 s after all were open; {idle_rounds(a, idle['id'])} round(s) per proxy, "
                  "each opening fresh connections after the previous ones were closed (RST). "
                  "KiB per connection = (peak RSS − RSS before the first round) / connections.\n")
         L.append("| proxy | conns per round | RSS before (MiB) | RSS with conns, round by round (MiB) "
