@@ -272,43 +272,39 @@ where
     });
 
     let h2_options = this.h2_options();
+    let h2_conn = match server::handshake(stream, h2_options).await {
+        Err(e) => {
+            error!("H2 handshake error {e}");
+            return;
+        }
+        Ok(c) => c,
+    };
+
     // The accept-loop body — including the graceful-shutdown state
     // machine — lives in `server::accept_downstream_sessions` so that
     // the same code path is exercised by tests in `protocols::http::v2`.
     let app = this.clone();
     let shutdown_for_session = shutdown.clone();
     let h2_idle_timeout = this.server_options().and_then(|o| o.h2_idle_timeout);
-    // Gatehouse patch: `h2_conn` is moved into the accept loop's future inside
-    // this block, so its own slot is not kept next to that future for the
-    // whole life of the connection.
-    let accept_loop = {
-        let h2_conn = match server::handshake(stream, h2_options).await {
-            Err(e) => {
-                error!("H2 handshake error {e}");
-                return;
-            }
-            Ok(c) => c,
-        };
-        server::accept_downstream_sessions(
-            h2_conn,
-            digest,
-            shutdown.clone(),
-            h2_idle_timeout,
-            move |h2_stream, guard| {
-                let app = app.clone();
-                let shutdown = shutdown_for_session.clone();
-                pingora_runtime::current_handle().spawn(async move {
-                    // hold `guard` for the session's lifetime so the accept
-                    // loop's idle timeout sees this connection as busy.
-                    let _guard = guard;
-                    // Note, `PersistentSettings` not currently relevant for h2
-                    app.process_new_http(ServerSession::new_http2(h2_stream), &shutdown)
-                        .await;
-                });
-            },
-        )
-    };
-    accept_loop.await;
+    server::accept_downstream_sessions(
+        h2_conn,
+        digest,
+        shutdown.clone(),
+        h2_idle_timeout,
+        |h2_stream, guard| {
+            let app = app.clone();
+            let shutdown = shutdown_for_session.clone();
+            pingora_runtime::current_handle().spawn(async move {
+                // hold `guard` for the session's lifetime so the accept
+                // loop's idle timeout sees this connection as busy.
+                let _guard = guard;
+                // Note, `PersistentSettings` not currently relevant for h2
+                app.process_new_http(ServerSession::new_http2(h2_stream), &shutdown)
+                    .await;
+            });
+        },
+    )
+    .await;
 }
 
 #[async_trait]
