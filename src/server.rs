@@ -36,8 +36,24 @@ const PINGORA_MAX_RETRIES: usize = 101;
 /// Seconds given to runtimes to exit after the grace period.
 const RUNTIME_SHUTDOWN_SECONDS: u64 = 5;
 
-/// Read buffer of a client connection (bytes).
-pub(crate) const CLIENT_READ_BUFFER: usize = 4 * 1024;
+/// Read buffer of a client connection on a PROXY protocol listener (bytes):
+/// the PROXY v1 line is read a byte at a time.
+pub(crate) const PROXY_PROTOCOL_READ_BUFFER: usize = 4 * 1024;
+
+/// The socket buffers of a client connection. Reads are not buffered (except
+/// for the PROXY header): Pingora reads a request head into a 4 KiB buffer of
+/// its own and rustls reads 4 KiB at a time, so a 4 KiB read buffer under
+/// them was passed by, yet held by every idle connection. Writes keep
+/// Pingora's one-segment buffer, which joins a response head and a small body
+/// in one send.
+fn client_buffers(proxy_protocol: bool) -> L4BufferSettings {
+    let read = if proxy_protocol {
+        PROXY_PROTOCOL_READ_BUFFER
+    } else {
+        0
+    };
+    L4BufferSettings::new(read, DEFAULT_L4_WRITE_BUFFER_SIZE)
+}
 
 /// Why the server could not be started.
 #[derive(Debug, thiserror::Error)]
@@ -107,11 +123,8 @@ pub(crate) fn build(
     let pre_tls = guarded.pre_tls();
     let mut proxy = Service::new("proxy".to_string(), Lingering::new(guarded));
     proxy.endpoints().set_pre_tls_callback(pre_tls);
-    // Pingora's default 64 KiB read buffer per client connection costs ~100 KiB
-    // per idle keep-alive connection; heads fit a small one, and large body
-    // reads bypass it.
-    let buffers = L4BufferSettings::new(CLIENT_READ_BUFFER, DEFAULT_L4_WRITE_BUFFER_SIZE);
     if let Some(http) = &http {
+        let buffers = client_buffers(http.proxy_protocol);
         for addr in &http.listen {
             proxy
                 .endpoints()
@@ -137,7 +150,7 @@ pub(crate) fn build(
             proxy.endpoints().add_listener(
                 ListenerConfig::tcp(addr.to_string())
                     .tls(tls)
-                    .l4_buffer(buffers),
+                    .l4_buffer(client_buffers(https.proxy_protocol)),
             );
         }
     }

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Open N keep-alive connections, send one GET on each and read the whole
 response, so each is an idle keep-alive connection in the proxy; print
-`READY <open> <failed>`, then hold them until stdin closes.
+`READY <open> <failed>`, then hold them until stdin closes and print
+`DONE closed_by_peer=<n>`.
 
   idle_client.py h1 HOST PORT PATH N          plain HTTP/1.1
   idle_client.py h2 HOST PORT PATH N          HTTP/2 over TLS (ALPN h2, no verification)
@@ -40,7 +41,7 @@ async def h1_one(host, port, path):
         await reader.readexactly(length)
     if status != 200:
         raise RuntimeError(f"status {status}")
-    return writer
+    return reader, writer
 
 
 def hpack_literal(index, value):
@@ -79,7 +80,7 @@ async def h2_one(host, port, path, ctx):
             break
     if not status_ok:
         raise RuntimeError("status not 200")
-    return writer
+    return reader, writer
 
 
 async def main(mode, host, port, path, n):
@@ -106,8 +107,12 @@ async def main(mode, host, port, path, n):
         print(f"errors: {kinds}", file=sys.stderr)
     print(f"READY {len(conns)} {len(errors)}", flush=True)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
-    for w in conns:
+    closed = 0  # closed by the server while held (EOF or an error seen)
+    for r, w in conns:
+        if r.at_eof() or r.exception() is not None:
+            closed += 1
         w.transport.abort()
+    print(f"DONE closed_by_peer={closed}", flush=True)
 
 
 if __name__ == "__main__":

@@ -282,7 +282,18 @@ def scenarios(a):
                                                        f"https://localhost:{p.https_port}/small.txt"]),
         dict(id=7, key="idle_10k", name=f"{a.idle_conns} idle keep-alive connections (RSS)",
              tool="idle_conns.py", cmd=None),
+        dict(id=9, key="idle_10k_h2", name=f"{a.idle_conns} idle HTTP/2 TLS connections (RSS)",
+             tool="idle_client.py h2", cmd=None),
     ]
+
+
+# The idle scenarios: RSS per idle connection, each after one answered request.
+IDLE_IDS = (7, 9)
+
+
+def idle_rounds(a, sc_id):
+    """Rounds per proxy of an idle scenario (10k TLS handshakes take a while: 9 has its own)."""
+    return getattr(a, "idle_h2_rounds", 1) if sc_id == 9 else a.idle_rounds
 
 
 def wrk_cmd(base, dur):
@@ -362,15 +373,21 @@ def one_round(a, sc, proxy, rnd):
     return rec
 
 
-def idle_round(a, proxy, rnd):
+def idle_round(a, sc, proxy, rnd):
+    """Scenario 7 (plain HTTP/1.1, idle_conns.py) or 9 (TLS with ALPN h2, the h2 mode of
+    benches/instructions/idle_client.py): open the connections, one request each, hold them."""
     base = proxy.rss_kb()
     base_fds = proxy.fds()
     t0 = time.monotonic()
-    p = subprocess.Popen([sys.executable, os.path.join(HERE, "idle_conns.py"), "127.0.0.1",
-                          str(proxy.http_port), "/index.html", str(a.idle_conns)],
-                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         text=True)
-    rec = dict(scenario=7, key="idle_10k", proxy=proxy.name, round=rnd,
+    if sc["id"] == 9:
+        cmd = [sys.executable, os.path.join(HERE, "..", "instructions", "idle_client.py"), "h2",
+               "127.0.0.1", str(proxy.https_port), "/index.html", str(a.idle_conns)]
+    else:
+        cmd = [sys.executable, os.path.join(HERE, "idle_conns.py"), "127.0.0.1",
+               str(proxy.http_port), "/index.html", str(a.idle_conns)]
+    p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    rec = dict(scenario=sc["id"], key=sc["key"], proxy=proxy.name, round=rnd,
                rss_base_kb=base, fds_base=base_fds)
     try:
         line = p.stdout.readline()
@@ -498,7 +515,7 @@ def summarize(records, scs):
             rs = [r for r in records if r["scenario"] == sc["id"] and r["proxy"] == name]
             ok = [r for r in rs if "failed" not in r]
             s = dict(rounds=len(rs), failed_rounds=len(rs) - len(ok))
-            if sc["id"] == 7:
+            if sc["id"] in IDLE_IDS:
                 ok.sort(key=lambda r: r["round"])
                 s["rss_start_kb"] = ok[0]["rss_base_kb"] if ok else None
                 s["rss_rounds_kb"] = [r.get("rss_kb") for r in ok]
@@ -528,7 +545,7 @@ def summarize(records, scs):
 
         def rat(x, y):
             return (x / y) if (x is not None and y) else None
-        if sc["id"] == 7:
+        if sc["id"] in IDLE_IDS:
             ratio["peak_rss_kb"] = rat(g["peak_rss_kb"], n["peak_rss_kb"])
             # Nginx's growth is ~0 (preallocated): a ratio would only measure noise
             if (n["kb_per_conn"] or 0) >= 0.5:
@@ -644,7 +661,7 @@ def markdown(meta, summary, a, profiles):
              "| p50 ms G / N | p50 ratio | p99 ms G / N (G min–max) | p99 ratio |")
     L.append("|---|---|---|---|---|---|---|---|---|")
     for s in summary.values():
-        if s["id"] == 7:
+        if s["id"] in IDLE_IDS:
             continue
         g, n, r = s["gatehouse"], s["nginx"], s["ratio"]
         L.append(f"| {s['id']} | {s['name']} ({s['tool']}) "
@@ -659,7 +676,7 @@ def markdown(meta, summary, a, profiles):
              "| other load % G / N |")
     L.append("|---|---|---|---|---|---|---|---|---|---|")
     for s in summary.values():
-        if s["id"] == 7:
+        if s["id"] in IDLE_IDS:
             continue
         g, n, r = s["gatehouse"], s["nginx"], s["ratio"]
         grss = g["peak_rss_kb"] and g["peak_rss_kb"] / 1024
@@ -676,14 +693,19 @@ def markdown(meta, summary, a, profiles):
                  f"| {errs_text(n['errors'])} "
                  f"| {med(g.get('other_cpu_pct'), 0)} / {med(n.get('other_cpu_pct'), 0)} |")
     L.append("")
-    idle = summary.get("idle_10k")
-    if idle:
+    for key, how in (("idle_10k", "over plain HTTP/1.1 and then idles (keep-alive timeout 75 s "
+                                  "on both)"),
+                     ("idle_10k_h2", "over TLS with ALPN h2 (one stream, answered in full) and "
+                                     "then idles (HTTP/2 idle: no timeout below 75 s on either)")):
+        idle = summary.get(key)
+        if not idle:
+            continue
         g, n, r = idle["gatehouse"], idle["nginx"], idle["ratio"]
-        L.append(f"## 7. {idle['name']}\n")
-        L.append("Each connection sent one `GET /index.html` over plain HTTP/1.1 and then idles "
-                 "(keep-alive timeout 75 s on both); RSS (sum of VmRSS; Nginx master + worker) "
-                 f"measured 1 s after all were open; {a.idle_rounds} rounds per proxy, each "
-                 "opening fresh connections after the previous ones were closed (RST). "
+        L.append(f"## {idle['id']}. {idle['name']}\n")
+        L.append(f"Each connection sent one `GET /index.html` {how}; RSS (sum of VmRSS; Nginx "
+                 "master + worker) "
+                 f"measured 1 s after all were open; {idle_rounds(a, idle['id'])} round(s) per proxy, "
+                 "each opening fresh connections after the previous ones were closed (RST). "
                  "KiB per connection = (peak RSS − RSS before the first round) / connections.\n")
         L.append("| proxy | conns per round | RSS before (MiB) | RSS with conns, round by round (MiB) "
                  "| KiB per connection | RSS after last close (MiB) | closed by proxy while idle "
@@ -741,7 +763,7 @@ def svg(summary, path):
     groups = []
     for s in summary.values():
         r = s["ratio"]
-        if s["id"] == 7:
+        if s["id"] in IDLE_IDS:
             bars = [("RSS", r.get("peak_rss_kb")), ("KiB/conn", r.get("kb_per_conn"))]
         else:
             bars = [("req/s", r.get("rps")), ("CPU/req", r.get("cpu_s_per_10k")),
@@ -863,8 +885,9 @@ def main():
     p.add_argument("--h2-streams", type=int, default=32)
     p.add_argument("--idle-conns", type=int, default=10000)
     p.add_argument("--idle-rounds", type=int, default=2)
+    p.add_argument("--idle-h2-rounds", type=int, default=1)
     p.add_argument("--hs-conns", type=int, default=128)
-    p.add_argument("--scenarios", default="1,2,3,4,5,6,8,7")
+    p.add_argument("--scenarios", default="1,2,3,4,5,6,8,7,9")
     p.add_argument("--profile", action="store_true")
     p.add_argument("--profile-duration", type=int, default=4)
     a = p.parse_args()
@@ -873,7 +896,7 @@ def main():
     ngx = Proxy("nginx", a.ngx_pid, a.ngx_http_port, a.ngx_https_port, tree=True)
     order = [gh, ngx]
     wanted = {int(x) for x in a.scenarios.split(",") if x.strip()}
-    scs = [s for s in scenarios(a) if s["id"] in wanted]  # idle (7) last, as listed
+    scs = [s for s in scenarios(a) if s["id"] in wanted]  # idle (7, 9) last, as listed
     os.makedirs(a.results, exist_ok=True)
     records, profiles = [], []
     started = time.monotonic()
@@ -881,10 +904,10 @@ def main():
         load_start = " ".join(f.read().split()[:3])
     for sc in scs:
         print(f"== scenario {sc['id']}: {sc['name']}", file=sys.stderr, flush=True)
-        if sc["id"] == 7:
-            for rnd in range(a.idle_rounds):
+        if sc["id"] in IDLE_IDS:
+            for rnd in range(idle_rounds(a, sc["id"])):
                 for proxy in order:
-                    rec = idle_round(a, proxy, rnd)
+                    rec = idle_round(a, sc, proxy, rnd)
                     records.append(rec)
                     print(f"   round {rnd} {proxy.name:9s} open {rec.get('opened')} "
                           f"rss {rec.get('rss_kb', 0) / 1024:.1f} MiB "

@@ -12,11 +12,12 @@
 #   WORKERS [1]       Gatehouse server.threads = Nginx worker_processes
 #   CONNS [32]        wrk connections;  WRK_THREADS [1] wrk threads
 #   H2_CLIENTS [16]   h2load connections;  H2_STREAMS [32] streams per connection
-#   IDLE_CONNS [10000] idle keep-alive connections for scenario 7;  IDLE_ROUNDS [2]
+#   IDLE_CONNS [10000] idle connections for scenarios 7 and 9;  IDLE_ROUNDS [2] (scenario 7)
+#   IDLE_H2_ROUNDS [1] rounds of scenario 9 (10k TLS handshakes per round and proxy)
 #   HS_CONNS [128]    scenario 6: connections (= requests) per h2load run
-#   SCENARIOS [1,2,3,4,5,6,8,7]  1 api plain, 2 api TLS, 3 api h2, 4 static 1 KiB, 5 static 1 MiB,
+#   SCENARIOS [1,2,3,4,5,6,8,7,9]  1 api plain, 2 api TLS, 3 api h2, 4 static 1 KiB, 5 static 1 MiB,
 #                     6 full TLS handshake per request, 8 resumed TLS handshake per request,
-#                     7 idle connections (RSS)
+#                     7 idle connections (RSS), 9 idle HTTP/2 TLS connections (RSS)
 #   PROFILE [0]       1: perf record (DWARF call graphs) of Gatehouse under scenarios 1 and 4,
 #                     after their rounds, plus syscalls per request of both proxies
 #   PROFILE_DURATION [4]
@@ -43,7 +44,8 @@ H2_CLIENTS="${H2_CLIENTS:-16}"
 H2_STREAMS="${H2_STREAMS:-32}"
 IDLE_CONNS="${IDLE_CONNS:-10000}"
 IDLE_ROUNDS="${IDLE_ROUNDS:-2}"
-SCENARIOS="${SCENARIOS:-1,2,3,4,5,6,8,7}"
+IDLE_H2_ROUNDS="${IDLE_H2_ROUNDS:-1}"
+SCENARIOS="${SCENARIOS:-1,2,3,4,5,6,8,7,9}"
 HS_CONNS="${HS_CONNS:-128}"
 PROFILE="${PROFILE:-0}"
 PROFILE_DURATION="${PROFILE_DURATION:-4}"
@@ -156,7 +158,7 @@ python3 "$HERE/bench.py" --work "$WORK" --results "$RESULTS" \
   --rounds "$ROUNDS" --duration "$DURATION" --warmup "$WARMUP" --workers "$WORKERS" \
   --conns "$CONNS" --wrk-threads "$WRK_THREADS" \
   --h2-clients "$H2_CLIENTS" --h2-streams "$H2_STREAMS" \
-  --idle-conns "$IDLE_CONNS" --idle-rounds "$IDLE_ROUNDS" --scenarios "$SCENARIOS" \
+  --idle-conns "$IDLE_CONNS" --idle-rounds "$IDLE_ROUNDS" --idle-h2-rounds "$IDLE_H2_ROUNDS" --scenarios "$SCENARIOS" \
   --hs-conns "$HS_CONNS" \
   "${profile_flag[@]}"
 

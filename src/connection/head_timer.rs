@@ -247,6 +247,23 @@ impl Peek for GuardedIo {
     async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
         self.inner.try_peek(buf).await
     }
+
+    /// Pingora waits with this before it allocates a request head buffer; a
+    /// head that is due runs out here as it would in `poll_read`.
+    fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let res = self.inner.poll_read_ready(cx);
+        if res.is_pending() {
+            if let Some(head) = self.head.as_mut() {
+                if head.phase == Phase::Head && head.expired(cx) {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "request head not received within header_timeout",
+                    )));
+                }
+            }
+        }
+        res
+    }
 }
 
 #[cfg(test)]

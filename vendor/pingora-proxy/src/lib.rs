@@ -1151,6 +1151,33 @@ impl<SV, C> HttpProxy<SV, C>
 where
     C: custom::Connector,
 {
+    /// Gatehouse patch: [`HttpServerApp::process_new_http`] once its session is
+    /// boxed (see the note there).
+    async fn process_new_boxed_http(
+        self: &Arc<Self>,
+        session: Box<HttpSession>,
+        prev_user_ctx: Option<Box<dyn Any + Send + Sync>>,
+        shutdown: &ShutdownWatch,
+    ) -> Option<ReusedHttpStream>
+    where
+        SV: ProxyHttp + Send + Sync + 'static,
+        <SV as ProxyHttp>::CTX: Send + Sync,
+    {
+        // TODO: keepalive pool, use stack
+        let downstream_session = self.handle_new_request(session).await?; // None: bad request
+
+        // Gatehouse patch: the rest of the request (the proxy state machine, over
+        // 12 KB) is boxed on its own, once a request head has arrived. This future
+        // (boxed by async_trait and moved twice per request by the caller) stays
+        // small, and an idle keep-alive connection waiting for its next request
+        // holds only it instead of the whole proxy state (27 KB before).
+        let request = Box::write(
+            Box::new_uninit(),
+            self.process_request_after_head(downstream_session, prev_user_ctx, shutdown),
+        );
+        Box::into_pin(request).await
+    }
+
     /// Gatehouse patch: the part of [`HttpServerApp::process_new_http`] that runs
     /// once a request head has been read (see the note there).
     async fn process_request_after_head(
@@ -1599,29 +1626,25 @@ where
     <SV as ProxyHttp>::CTX: Send + Sync,
     C: custom::Connector,
 {
-    async fn process_new_http(
-        self: &Arc<Self>,
+    // Gatehouse patch: written out instead of `async fn` (which `async_trait`
+    // turns into a boxed future that keeps the `HttpSession` argument, 680 B,
+    // inline for its whole life, next to the boxed copy): the session is boxed
+    // here and the future holds only the box. An idle keep-alive connection
+    // waiting for its next request holds this future.
+    fn process_new_http<'life0, 'life1, 'async_trait>(
+        self: &'life0 Arc<Self>,
         mut session: HttpSession,
-        shutdown: &ShutdownWatch,
-    ) -> Option<ReusedHttpStream> {
+        shutdown: &'life1 ShutdownWatch,
+    ) -> BoxFuture<'async_trait, Option<ReusedHttpStream>>
+    where
+        'life0: 'async_trait,
+        'life1: 'async_trait,
+        Self: 'async_trait,
+    {
         // Extract user context from the previous request before the session is moved into the Box
         let prev_user_ctx = session.take_connection_user_context();
-
         let session = Box::new(session);
-
-        // TODO: keepalive pool, use stack
-        let downstream_session = self.handle_new_request(session).await?; // None: bad request
-
-        // Gatehouse patch: the rest of the request (the proxy state machine, over
-        // 12 KB) is boxed on its own, once a request head has arrived. This future
-        // (boxed by async_trait and moved twice per request by the caller) stays
-        // small, and an idle keep-alive connection waiting for its next request
-        // holds only it instead of the whole proxy state (27 KB before).
-        let request = Box::write(
-            Box::new_uninit(),
-            self.process_request_after_head(downstream_session, prev_user_ctx, shutdown),
-        );
-        Box::into_pin(request).await
+        Box::pin(self.process_new_boxed_http(session, prev_user_ctx, shutdown))
     }
 
     async fn http_cleanup(&self) {

@@ -355,27 +355,35 @@ where
             return self.clone().process_custom_session(stream, shutdown).await;
         } else {
             // No ALPN or ALPN::H1 and h2c was not configured, fallback to HTTP/1.1
-            let mut session = ServerSession::new_http1(stream);
-            if *shutdown.borrow() {
-                // stop downstream from reusing if this service is shutting down soon
-                session.set_keepalive(None);
-            } else {
-                // default 60s
-                session.set_keepalive(Some(60));
-            }
-            session.set_keepalive_reuses_remaining(
-                self.server_options()
-                    .and_then(|opts| opts.keepalive_request_limit),
-            );
-
-            let mut result = self.process_new_http(session, shutdown).await;
-            while let Some((stream, persistent_settings)) = result.map(|r| r.consume()) {
+            // Gatehouse patch: in a block, as in the loop below.
+            let first = {
                 let mut session = ServerSession::new_http1(stream);
-                if let Some(persistent_settings) = persistent_settings {
-                    persistent_settings.apply_to_session(&mut session);
+                if *shutdown.borrow() {
+                    // stop downstream from reusing if this service is shutting down soon
+                    session.set_keepalive(None);
+                } else {
+                    // default 60s
+                    session.set_keepalive(Some(60));
                 }
-
-                result = self.process_new_http(session, shutdown).await;
+                session.set_keepalive_reuses_remaining(
+                    self.server_options()
+                        .and_then(|opts| opts.keepalive_request_limit),
+                );
+                self.process_new_http(session, shutdown)
+            };
+            let mut result = first.await;
+            while let Some((stream, persistent_settings)) = result.map(|r| r.consume()) {
+                // Gatehouse patch: the session is built in a block that ends
+                // before the await, so this future keeps no slot for it while
+                // the connection waits for its next request.
+                let request = {
+                    let mut session = ServerSession::new_http1(stream);
+                    if let Some(persistent_settings) = persistent_settings {
+                        persistent_settings.apply_to_session(&mut session);
+                    }
+                    self.process_new_http(session, shutdown)
+                };
+                result = request.await;
             }
         }
         None

@@ -79,6 +79,19 @@ pub trait Peek {
     async fn try_peek(&mut self, _buf: &mut [u8]) -> std::io::Result<bool> {
         Ok(false)
     }
+
+    /// Gatehouse patch: resolve once a read would find data (or an error or
+    /// end of stream), without reading. A reader can wait with this before it
+    /// allocates a buffer, so an idle connection holds none.
+    ///
+    /// The default is always ready (the caller then allocates and reads as
+    /// before).
+    fn poll_read_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
 }
 
 use std::any::Any;

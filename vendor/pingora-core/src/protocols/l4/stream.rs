@@ -27,11 +27,11 @@ use std::os::unix::io::AsRawFd;
 use std::os::windows::io::AsRawSocket;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 #[cfg(target_os = "linux")]
 use tokio::io::Interest;
-use tokio::io::{self, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, BufWriter, ReadBuf};
+use tokio::io::{self, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, ReadBuf};
 use tokio::net::TcpStream;
 #[cfg(unix)]
 use tokio::net::UnixStream;
@@ -418,6 +418,163 @@ impl L4BufferSettings {
     }
 }
 
+/// Gatehouse patch: a write buffer like tokio's `BufWriter`, except that its
+/// memory is taken on the first buffered write and given back once a flush
+/// (or shutdown) has written everything out. A keep-alive connection waiting
+/// for its next request then holds no write buffer (tokio's kept its
+/// capacity for the connection's life). A zero capacity writes straight
+/// through, as `BufWriter` does.
+#[derive(Debug)]
+struct LazyBufWriter<W> {
+    inner: W,
+    buf: Vec<u8>,
+    /// Bytes of `buf` already written to `inner`.
+    written: usize,
+    capacity: usize,
+}
+
+impl<W: AsyncWrite + Unpin> LazyBufWriter<W> {
+    fn with_capacity(capacity: usize, inner: W) -> Self {
+        LazyBufWriter {
+            inner,
+            buf: Vec::new(),
+            written: 0,
+            capacity,
+        }
+    }
+
+    fn get_ref(&self) -> &W {
+        &self.inner
+    }
+
+    fn get_mut(&mut self) -> &mut W {
+        &mut self.inner
+    }
+
+    /// The inner writer; buffered bytes not yet written are lost.
+    fn into_inner(self) -> W {
+        self.inner
+    }
+
+    fn flush_buf(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut ret = Ok(());
+        while self.written < self.buf.len() {
+            match Pin::new(&mut self.inner).poll_write(cx, &self.buf[self.written..]) {
+                Poll::Pending => break,
+                Poll::Ready(Ok(0)) => {
+                    ret = Err(io::Error::new(
+                        io::ErrorKind::WriteZero,
+                        "failed to write the buffered data",
+                    ));
+                    break;
+                }
+                Poll::Ready(Ok(n)) => self.written += n,
+                Poll::Ready(Err(e)) => {
+                    ret = Err(e);
+                    break;
+                }
+            }
+        }
+        if self.written > 0 {
+            self.buf.drain(..self.written);
+        }
+        self.written = 0;
+        if self.buf.is_empty() || ret.is_err() {
+            Poll::Ready(ret)
+        } else {
+            Poll::Pending
+        }
+    }
+
+    /// After a flush that emptied the buffer: give its memory back.
+    fn release(&mut self) {
+        if self.buf.is_empty() && self.buf.capacity() > 0 {
+            self.buf = Vec::new();
+        }
+    }
+
+    fn append(&mut self, data: &[u8]) {
+        if self.buf.capacity() == 0 {
+            self.buf.reserve_exact(self.capacity);
+        }
+        self.buf.extend_from_slice(data);
+    }
+}
+
+impl<W: AsyncRead + Unpin> AsyncRead for LazyBufWriter<W> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<W: AsyncWrite + Unpin> AsyncWrite for LazyBufWriter<W> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        if this.buf.len() + data.len() > this.capacity {
+            ready!(this.flush_buf(cx))?;
+        }
+        if data.len() >= this.capacity {
+            Pin::new(&mut this.inner).poll_write(cx, data)
+        } else {
+            this.append(data);
+            Poll::Ready(Ok(data.len()))
+        }
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        if !this.inner.is_write_vectored() {
+            let data = bufs
+                .iter()
+                .find(|b| !b.is_empty())
+                .map_or(&[][..], |b| &**b);
+            return Pin::new(this).poll_write(cx, data);
+        }
+        let total = bufs.iter().fold(0usize, |acc, b| acc.saturating_add(b.len()));
+        if this.buf.len() + total > this.capacity {
+            ready!(this.flush_buf(cx))?;
+        }
+        if total >= this.capacity {
+            Pin::new(&mut this.inner).poll_write_vectored(cx, bufs)
+        } else {
+            for b in bufs {
+                this.append(b);
+            }
+            Poll::Ready(Ok(total))
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        ready!(this.flush_buf(cx))?;
+        this.release();
+        Pin::new(&mut this.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        ready!(this.flush_buf(cx))?;
+        this.release();
+        Pin::new(&mut this.inner).poll_shutdown(cx)
+    }
+}
+
 /// The L4 buffers in front of a [`RawStreamWrapper`]: a read buffer over a write
 /// buffer, the same layering as tokio's [`BufStream`](tokio::io::BufStream).
 ///
@@ -427,13 +584,13 @@ impl L4BufferSettings {
 /// through.
 #[derive(Debug)]
 enum BufferedStream {
-    UnbufferedRead(BufWriter<RawStreamWrapper>),
-    BufferedRead(BufReader<BufWriter<RawStreamWrapper>>),
+    UnbufferedRead(LazyBufWriter<RawStreamWrapper>),
+    BufferedRead(BufReader<LazyBufWriter<RawStreamWrapper>>),
 }
 
 impl BufferedStream {
     fn with_capacity(read: usize, write: usize, stream: RawStreamWrapper) -> Self {
-        let writer = BufWriter::with_capacity(write, stream);
+        let writer = LazyBufWriter::with_capacity(write, stream);
         if read == 0 {
             BufferedStream::UnbufferedRead(writer)
         } else {
@@ -441,14 +598,14 @@ impl BufferedStream {
         }
     }
 
-    fn writer(&self) -> &BufWriter<RawStreamWrapper> {
+    fn writer(&self) -> &LazyBufWriter<RawStreamWrapper> {
         match self {
             BufferedStream::UnbufferedRead(writer) => writer,
             BufferedStream::BufferedRead(reader) => reader.get_ref(),
         }
     }
 
-    fn writer_mut(&mut self) -> &mut BufWriter<RawStreamWrapper> {
+    fn writer_mut(&mut self) -> &mut LazyBufWriter<RawStreamWrapper> {
         match self {
             BufferedStream::UnbufferedRead(writer) => writer,
             BufferedStream::BufferedRead(reader) => reader.get_mut(),
@@ -770,6 +927,26 @@ impl Peek for Stream {
         // rewind regardless of what is read
         self.rewind(buf);
         Ok(true)
+    }
+
+    // Gatehouse patch: ready when rewound or buffered bytes are waiting, else
+    // when the socket is readable.
+    fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if !self.rewind_read_buf.is_empty() {
+            return Poll::Ready(Ok(()));
+        }
+        let stream = self.stream_mut();
+        if let BufferedStream::BufferedRead(reader) = stream {
+            if !reader.buffer().is_empty() {
+                return Poll::Ready(Ok(()));
+            }
+        }
+        match &stream.get_ref().stream {
+            RawStream::Tcp(s) => s.poll_read_ready(cx),
+            #[cfg(unix)]
+            RawStream::Unix(s) => s.poll_read_ready(cx),
+            RawStream::Virtual(_) => Poll::Ready(Ok(())),
+        }
     }
 }
 

@@ -218,7 +218,17 @@ impl HttpSession {
         already_read: usize,
     ) -> Result<Option<usize>> {
         let read_result = {
-            let read_event = self.underlying_stream.read_buf(buf);
+            let stream = &mut self.underlying_stream;
+            let read_event = async {
+                // Gatehouse patch: the head buffer is allocated once the stream
+                // has something to read, so a keep-alive connection waiting for
+                // its next request holds no buffer.
+                if buf.capacity() == 0 {
+                    std::future::poll_fn(|cx| stream.poll_read_ready(cx)).await?;
+                    buf.reserve(INIT_HEADER_BUF_SIZE);
+                }
+                stream.read_buf(buf).await
+            };
             match self.keepalive_timeout {
                 KeepaliveStatus::Timeout(d) => match timeout(d, read_event).await {
                     Ok(res) => res,
@@ -303,7 +313,8 @@ impl HttpSession {
             .pipelined_prefix
             .take()
             .filter(|prefix| !prefix.is_empty())
-            .unwrap_or_else(|| BytesMut::with_capacity(INIT_HEADER_BUF_SIZE));
+            // Gatehouse patch: allocated in `read_request_buf` once readable.
+            .unwrap_or_default();
         let mut already_read = buf.len();
         let mut skip_next_read = already_read != 0;
         let mut detached_suffix = None;

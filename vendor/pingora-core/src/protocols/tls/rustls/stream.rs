@@ -38,8 +38,11 @@ use x509_parser::nom::AsBytes;
 #[derive(Debug)]
 pub struct InnerStream<T> {
     pub(crate) stream: Option<RusTlsStream<T>>,
-    connect: NoDebug<Option<Connect<T>>>,
-    accept: NoDebug<Option<Accept<T>>>,
+    // Gatehouse patch: the handshake futures are boxed. Each holds a whole TLS
+    // stream; inline, every established connection carried the room for two
+    // more (about 3 KB) for its whole life.
+    connect: NoDebug<Option<Box<Connect<T>>>>,
+    accept: NoDebug<Option<Box<Accept<T>>>>,
 }
 
 /// The TLS connection
@@ -273,7 +276,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> InnerStream<T> {
         let connect = connector.connect(server.to_owned(), stream);
         Ok(InnerStream {
             accept: None.into(),
-            connect: Some(connect).into(),
+            connect: Some(Box::new(connect)).into(),
             stream: None,
         })
     }
@@ -282,7 +285,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> InnerStream<T> {
         let accept = acceptor.acceptor.accept(stream);
 
         Ok(InnerStream {
-            accept: Some(accept).into(),
+            accept: Some(Box::new(accept)).into(),
             connect: None.into(),
             stream: None,
         })
@@ -298,7 +301,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> InnerStream<T> {
             "TLS connect not available to perform handshake.",
         )?;
 
-        let stream = connect
+        let stream = (*connect)
             .await
             .or_err(TLSHandshakeFailure, "tls connect error")?;
         self.stream = Some(RusTlsStream::Client(stream));
@@ -314,7 +317,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> InnerStream<T> {
             "TLS accept not available to perform handshake.",
         )?;
 
-        let stream = accept
+        let stream = (*accept)
             .await
             .explain_err(TLSHandshakeFailure, |e| format!("tls connect error: {e}"))?;
         self.stream = Some(RusTlsStream::Server(stream));
