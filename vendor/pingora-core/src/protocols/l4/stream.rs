@@ -451,6 +451,11 @@ impl<W: AsyncWrite + Unpin> LazyBufWriter<W> {
         &mut self.inner
     }
 
+    /// The bytes waiting to be written (as `BufWriter::buffer`).
+    fn buffer(&self) -> &[u8] {
+        &self.buf[self.written..]
+    }
+
     /// The inner writer; buffered bytes not yet written are lost.
     fn into_inner(self) -> W {
         self.inner
