@@ -26,6 +26,8 @@ use percent_encoding::{percent_encode, AsciiSet, CONTROLS};
 use pingora_error::{Error, ErrorType::*, OrErr, Result};
 use pingora_http::{IntoCaseHeaderName, RequestHeader, ResponseHeader};
 use pingora_timeout::timeout;
+
+use crate::protocols::conn_timeout::ConnTimeout;
 use regex::bytes::Regex;
 use std::any::Any;
 use std::collections::VecDeque;
@@ -103,6 +105,9 @@ pub struct HttpSession {
     keepalive_timeout: KeepaliveStatus,
     read_timeout: Option<Duration>,
     write_timeout: Option<Duration>,
+    /// Gatehouse patch: the timer of the request head reads, kept by the
+    /// connection from one request to the next (see `ConnTimeout`).
+    head_read_timer: ConnTimeout,
     /// How long to wait to make downstream session reusable, if body needs to be drained.
     total_drain_timeout: Option<Duration>,
     /// A copy of the response that is already written to the client
@@ -188,6 +193,7 @@ impl HttpSession {
             request_header: None,
             read_timeout: Some(Duration::from_secs(60)),
             write_timeout: None,
+            head_read_timer: ConnTimeout::default(),
             total_drain_timeout: None,
             body_bytes_sent: 0,
             body_bytes_read: 0,
@@ -217,7 +223,8 @@ impl HttpSession {
         let read_result = {
             let read_event = self.underlying_stream.read_buf(buf);
             match self.keepalive_timeout {
-                KeepaliveStatus::Timeout(d) => match timeout(d, read_event).await {
+                // Gatehouse patch: the connection's own timer, not one per read.
+                KeepaliveStatus::Timeout(d) => match self.head_read_timer.timeout(d, read_event).await {
                     Ok(res) => res,
                     Err(e) => {
                         debug!("keepalive timeout {d:?} reached, {e}");
@@ -229,7 +236,7 @@ impl HttpSession {
                     read_event.await
                 }
                 KeepaliveStatus::Off => match self.read_timeout {
-                    Some(t) => match timeout(t, read_event).await {
+                    Some(t) => match self.head_read_timer.timeout(t, read_event).await {
                         Ok(res) => res,
                         Err(e) => {
                             debug!("read timeout {t:?} reached, {e}");
@@ -1022,6 +1029,12 @@ impl HttpSession {
         self.pipelining_enabled = enabled;
     }
 
+    /// Gatehouse patch: the head read timer of the previous request on this
+    /// connection (see `ConnTimeout`).
+    pub(crate) fn set_head_read_timer(&mut self, timer: ConnTimeout) {
+        self.head_read_timer = timer;
+    }
+
     /// Set pipelined bytes to be parsed as the start of this session's request.
     ///
     /// Called by the proxy layer when continuing a keep-alive connection whose
@@ -1470,10 +1483,10 @@ impl HttpSession {
                     .then(|| self.take_body_overread())
                     .flatten()
                     .filter(|prefix| !prefix.is_empty());
-                Ok(Some(ReusableHttpStream::new(
-                    self.underlying_stream,
-                    pipelined_prefix,
-                )))
+                Ok(Some(
+                    ReusableHttpStream::new(self.underlying_stream, pipelined_prefix)
+                        .with_head_read_timer(self.head_read_timer),
+                ))
             }
         }
     }
