@@ -469,14 +469,24 @@ async fn idle_upstream_connection_is_reused_then_closed_after_idle_timeout() {
     let gh = start_api(&[b.addr_str()], "idle_timeout = \"1s\"").await;
     let client = gh.client_h1();
     for _ in 0..5 {
-        assert_eq!(served_by(&client, &gh.http_url("/api/x")).await, Ok("api".into()));
+        assert_eq!(
+            served_by(&client, &gh.http_url("/api/x")).await,
+            Ok("api".into())
+        );
     }
-    assert_eq!(b.accepted(), 1, "five requests in a row over one upstream connection");
+    assert_eq!(
+        b.accepted(),
+        1,
+        "five requests in a row over one upstream connection"
+    );
     assert_eq!(b.open_connections(), 1);
 
     let idle_since = Instant::now();
     assert!(
-        eventually(Duration::from_secs(5), || async { b.open_connections() == 0 }).await,
+        eventually(Duration::from_secs(5), || async {
+            b.open_connections() == 0
+        })
+        .await,
         "the idle upstream connection is still open 5 s after a 1 s idle_timeout"
     );
     let closed_after = idle_since.elapsed();
@@ -485,8 +495,15 @@ async fn idle_upstream_connection_is_reused_then_closed_after_idle_timeout() {
         "idle upstream connection closed after {closed_after:?} (idle_timeout 1 s, sweep 1 s)"
     );
 
-    assert_eq!(served_by(&client, &gh.http_url("/api/y")).await, Ok("api".into()));
-    assert_eq!(b.accepted(), 2, "a request after the close opens a new connection");
+    assert_eq!(
+        served_by(&client, &gh.http_url("/api/y")).await,
+        Ok("api".into())
+    );
+    assert_eq!(
+        b.accepted(),
+        2,
+        "a request after the close opens a new connection"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

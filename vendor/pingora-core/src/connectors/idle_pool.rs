@@ -156,8 +156,9 @@ impl IdlePool {
             let mut kept: VecDeque<IdleStream> = taken
                 .into_iter()
                 .filter_map(|mut s| {
-                    (!s.expired(now) && test_reusable_stream(&mut s.stream, unexpected_data_conn_count))
-                        .then_some(s)
+                    (!s.expired(now)
+                        && test_reusable_stream(&mut s.stream, unexpected_data_conn_count))
+                    .then_some(s)
                 })
                 .collect();
             let mut evicted = Vec::new();

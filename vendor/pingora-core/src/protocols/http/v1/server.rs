@@ -222,9 +222,10 @@ impl HttpSession {
     ) -> Result<Option<usize>> {
         let read_result = {
             let read_event = self.underlying_stream.read_buf(buf);
+            // Gatehouse patch: the connection's own timer, not one per read.
+            let timer = &mut self.head_read_timer;
             match self.keepalive_timeout {
-                // Gatehouse patch: the connection's own timer, not one per read.
-                KeepaliveStatus::Timeout(d) => match self.head_read_timer.timeout(d, read_event).await {
+                KeepaliveStatus::Timeout(d) => match timer.timeout(d, read_event).await {
                     Ok(res) => res,
                     Err(e) => {
                         debug!("keepalive timeout {d:?} reached, {e}");
@@ -236,7 +237,7 @@ impl HttpSession {
                     read_event.await
                 }
                 KeepaliveStatus::Off => match self.read_timeout {
-                    Some(t) => match self.head_read_timer.timeout(t, read_event).await {
+                    Some(t) => match timer.timeout(t, read_event).await {
                         Ok(res) => res,
                         Err(e) => {
                             debug!("read timeout {t:?} reached, {e}");
