@@ -506,6 +506,33 @@ async fn idle_upstream_connection_is_reused_then_closed_after_idle_timeout() {
     );
 }
 
+/// The read timeout on a reused upstream connection counts from that request:
+/// the timer the connection keeps from the request before (armed for an
+/// earlier deadline) neither cuts the answer short nor lets it run long.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_timeout_on_a_reused_upstream_connection_counts_from_its_request() {
+    let b = Backend::named("api").await;
+    let gh = start_api(&[b.addr_str()], "read_timeout = \"400ms\"").await;
+    let client = gh.client_h1();
+    assert_eq!(
+        served_by(&client, &gh.http_url("/api/first")).await,
+        Ok("api".into())
+    );
+    // The first request's deadline (400 ms after it) falls inside the second's wait.
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    b.set_mode(Mode::NeverAnswer);
+    let started = Instant::now();
+    let resp = client.get(gh.http_url("/api/second")).send().await.unwrap();
+    let took = started.elapsed();
+    assert_eq!(resp.status(), 504);
+    assert!(
+        (Duration::from_millis(380)..Duration::from_millis(1500)).contains(&took),
+        "504 after {took:?} with a 400 ms read timeout"
+    );
+    assert_eq!(b.count_path("/second"), 1);
+    assert_eq!(b.accepted(), 1, "the second request reused the connection");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_read_timeout_gives_504() {
     let b = Backend::builder()

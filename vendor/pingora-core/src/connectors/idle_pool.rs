@@ -32,6 +32,7 @@
 //! server's own keep-alive timeout.
 
 use super::test_reusable_stream;
+use crate::protocols::conn_timeout::ConnTimeout;
 use crate::protocols::Stream;
 use ahash::HashMap;
 use parking_lot::Mutex;
@@ -46,6 +47,9 @@ pub(crate) const IDLE_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 /// An idle stream in the pool.
 pub(crate) struct IdleStream {
     pub(crate) stream: Stream,
+    /// The read timer of the stream's HTTP/1 sessions, kept with it so the
+    /// next session does not register one again (patch 18's `ConnTimeout`).
+    pub(crate) timer: ConnTimeout,
     since: Instant,
     idle_timeout: Option<Duration>,
 }
@@ -99,12 +103,19 @@ impl IdlePool {
     /// Puts `stream` back as the newest idle stream of `key`. Returns `true`
     /// when no sweeper runs: the caller starts one ([IdleSweeper::start]).
     #[must_use]
-    pub(crate) fn put(&self, key: u64, stream: Stream, idle_timeout: Option<Duration>) -> bool {
+    pub(crate) fn put(
+        &self,
+        key: u64,
+        stream: Stream,
+        timer: ConnTimeout,
+        idle_timeout: Option<Duration>,
+    ) -> bool {
         if self.size == 0 {
             return false; // dropped: closed
         }
         let idle_stream = IdleStream {
             stream,
+            timer,
             since: Instant::now(),
             idle_timeout,
         };
@@ -156,6 +167,9 @@ impl IdlePool {
             let mut kept: VecDeque<IdleStream> = taken
                 .into_iter()
                 .filter_map(|mut s| {
+                    // An armed timer holds the waker of the task that used the
+                    // stream last: not kept past a sweep.
+                    s.timer = ConnTimeout::default();
                     (!s.expired(now)
                         && test_reusable_stream(&mut s.stream, unexpected_data_conn_count))
                     .then_some(s)
@@ -245,9 +259,15 @@ mod tests {
         let (a, _sa) = stream();
         let (b, _sb) = stream();
         let (c, _sc) = stream();
-        assert!(pool.put(1, a, mark(100)));
-        assert!(!pool.put(1, b, mark(200)));
-        assert!(!pool.put(2, c, mark(300)));
+        assert!(pool.put(
+            1,
+            a,
+            ConnTimeout::default(),
+            ConnTimeout::default(),
+            mark(100)
+        ));
+        assert!(!pool.put(1, b, ConnTimeout::default(), mark(200)));
+        assert!(!pool.put(2, c, ConnTimeout::default(), mark(300)));
         assert_eq!(taken(&pool, 1), Some(200));
         assert_eq!(taken(&pool, 1), Some(100));
         assert_eq!(taken(&pool, 1), None);
@@ -267,18 +287,24 @@ mod tests {
         let (a, _sa) = stream();
         let (b, _sb) = stream();
         let (c, _sc) = stream();
-        let _ = pool.put(1, a, mark(100));
+        let _ = pool.put(
+            1,
+            a,
+            ConnTimeout::default(),
+            ConnTimeout::default(),
+            mark(100),
+        );
         std::thread::sleep(Duration::from_millis(2));
-        let _ = pool.put(2, b, mark(200));
+        let _ = pool.put(2, b, ConnTimeout::default(), mark(200));
         std::thread::sleep(Duration::from_millis(2));
-        let _ = pool.put(2, c, mark(300));
+        let _ = pool.put(2, c, ConnTimeout::default(), mark(300));
         assert_eq!(pool.len(), 2);
         assert_eq!(taken(&pool, 1), None);
         assert_eq!(taken(&pool, 2), Some(300));
         assert_eq!(taken(&pool, 2), Some(200));
         let none = IdlePool::new(0);
         let (d, _sd) = stream();
-        assert!(!none.put(1, d, None));
+        assert!(!none.put(1, d, ConnTimeout::default(), None));
         assert_eq!(none.len(), 0);
     }
 
@@ -290,10 +316,15 @@ mod tests {
         let (closed, s2) = stream();
         let (talking, mut s3) = stream();
         let (live, _s4) = stream();
-        let _ = pool.put(1, expiring, Some(Duration::from_millis(1)));
-        let _ = pool.put(1, closed, mark(100));
-        let _ = pool.put(1, talking, mark(200));
-        let _ = pool.put(1, live, mark(300));
+        let _ = pool.put(
+            1,
+            expiring,
+            ConnTimeout::default(),
+            Some(Duration::from_millis(1)),
+        );
+        let _ = pool.put(1, closed, ConnTimeout::default(), mark(100));
+        let _ = pool.put(1, talking, ConnTimeout::default(), mark(200));
+        let _ = pool.put(1, live, ConnTimeout::default(), mark(300));
         drop(s2);
         s3.write_all(b"x").await.unwrap();
         std::thread::sleep(Duration::from_millis(2));

@@ -23,6 +23,7 @@ mod tls;
 #[cfg(not(feature = "any_tls"))]
 use crate::tls::connectors as tls;
 
+use crate::protocols::conn_timeout::ConnTimeout;
 use crate::protocols::l4::ext::attach_connect_local_addr;
 use crate::protocols::{GetSocketDigest, Stream};
 use crate::server::configuration::ServerConf;
@@ -254,6 +255,15 @@ impl TransportConnector {
 
     /// Try to find a reusable connection to the given server [Peer]
     pub async fn reused_stream<P: Peer + Send + Sync>(&self, peer: &P) -> Option<Stream> {
+        self.reused_stream_and_timer(peer).await.map(|(stream, _)| stream)
+    }
+
+    /// Gatehouse patch: [Self::reused_stream] with the read timer that was put
+    /// back with the stream.
+    pub(crate) async fn reused_stream_and_timer<P: Peer + Send + Sync>(
+        &self,
+        peer: &P,
+    ) -> Option<(Stream, ConnTimeout)> {
         // Gatehouse patch: the newest idle stream of the peer that is neither
         // expired nor closed; the ones that are get closed and the next is tried.
         let key = peer.reuse_hash();
@@ -266,14 +276,14 @@ impl TransportConnector {
                 debug!("pooled stream expired while idle");
                 continue;
             }
-            let mut stream = idle.stream;
+            let (mut stream, timer) = (idle.stream, idle.timer);
             // test_reusable_stream: we assume server would never actively send data
             // first on an idle stream.
             #[cfg(unix)]
             if peer.matches_fd(stream.id())
                 && test_reusable_stream(&mut stream, &self.unexpected_data_conn_count)
             {
-                return Some(stream);
+                return Some((stream, timer));
             }
             #[cfg(windows)]
             {
@@ -287,7 +297,7 @@ impl TransportConnector {
                 if peer.matches_sock(WrappedRawSocket(stream.id() as RawSocket))
                     && test_reusable_stream(&mut stream, &self.unexpected_data_conn_count)
                 {
-                    return Some(stream);
+                    return Some((stream, timer));
                 }
             }
         }
@@ -306,12 +316,24 @@ impl TransportConnector {
         key: u64, // usually peer.reuse_hash()
         idle_timeout: Option<Duration>,
     ) {
+        self.release_stream_and_timer(stream, ConnTimeout::default(), key, idle_timeout)
+    }
+
+    /// Gatehouse patch: [Self::release_stream] with the read timer of the
+    /// stream's session, handed out again with the stream.
+    pub(crate) fn release_stream_and_timer(
+        &self,
+        stream: Stream,
+        timer: ConnTimeout,
+        key: u64,
+        idle_timeout: Option<Duration>,
+    ) {
         debug!("Try to keepalive client session");
         // Gatehouse patch: no idle-watch task per connection (see IdleSweeper),
         // and no read on the socket here: the checkout tests it (and the sweeper
         // within a second), so a connection the server closes at any time
         // after its answer is never reused either way.
-        if self.connection_pool.put(key, stream, idle_timeout) {
+        if self.connection_pool.put(key, stream, timer, idle_timeout) {
             IdleSweeper::start(
                 self.connection_pool.clone(),
                 self.unexpected_data_conn_count.clone(),
@@ -329,12 +351,21 @@ impl TransportConnector {
         &self,
         peer: &P,
     ) -> Result<(Stream, bool)> {
-        let reused_stream = self.reused_stream(peer).await;
-        if let Some(s) = reused_stream {
-            Ok((s, true))
+        let (stream, _, reused) = self.get_stream_and_timer(peer).await?;
+        Ok((stream, reused))
+    }
+
+    /// Gatehouse patch: [Self::get_stream] with the read timer put back with a
+    /// reused stream (a new one for a new stream).
+    pub(crate) async fn get_stream_and_timer<P: Peer + Send + Sync + 'static>(
+        &self,
+        peer: &P,
+    ) -> Result<(Stream, ConnTimeout, bool)> {
+        if let Some((s, timer)) = self.reused_stream_and_timer(peer).await {
+            Ok((s, timer, true))
         } else {
             let s = self.new_stream(peer).await?;
-            Ok((s, false))
+            Ok((s, ConnTimeout::default(), false))
         }
     }
 

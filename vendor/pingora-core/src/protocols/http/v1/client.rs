@@ -658,6 +658,16 @@ impl HttpSession {
         let _ = self.underlying_stream.shutdown().await;
     }
 
+    /// Gatehouse patch: the read timer of a previous session on this stream.
+    pub(crate) fn set_head_read_timer(&mut self, timer: ConnTimeout) {
+        self.head_read_timer = timer;
+    }
+
+    /// Gatehouse patch: the read timer, to be kept with the stream in the pool.
+    pub(crate) fn take_head_read_timer(&mut self) -> ConnTimeout {
+        std::mem::take(&mut self.head_read_timer)
+    }
+
     /// Consume `self`, if the connection can be reused, the underlying stream will be returned.
     /// The returned connection can be kept in a connection pool so that next time the same
     /// server is being contacted. A new client session can be created via [`Self::new()`].
