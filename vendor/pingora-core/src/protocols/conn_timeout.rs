@@ -94,10 +94,12 @@ impl ConnTimeout {
             if sleep.as_mut().poll(cx).is_pending() {
                 return Poll::Pending;
             }
+            // Done: a finished sleep must not be polled again.
+            self.sleep = None;
             if armed >= deadline || Instant::now() >= deadline {
                 return Poll::Ready(Elapsed);
             }
-            self.sleep = None; // passed; the next turn arms one for `deadline`
+            // An earlier deadline passed: the next turn arms one for `deadline`.
         }
         Poll::Ready(Elapsed)
     }
@@ -154,6 +156,14 @@ mod tests {
             .await;
         assert!(res.is_err());
         assert!(third.elapsed() < Duration::from_millis(1000));
+        // After a timeout, the same timer serves the next read.
+        let v = timer
+            .timeout(Duration::from_millis(300), async {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                7
+            })
+            .await;
+        assert_eq!(v.unwrap(), 7);
         assert!(start.elapsed() < Duration::from_secs(3));
     }
 }
