@@ -259,13 +259,7 @@ mod tests {
         let (a, _sa) = stream();
         let (b, _sb) = stream();
         let (c, _sc) = stream();
-        assert!(pool.put(
-            1,
-            a,
-            ConnTimeout::default(),
-            ConnTimeout::default(),
-            mark(100)
-        ));
+        assert!(pool.put(1, a, ConnTimeout::default(), mark(100)));
         assert!(!pool.put(1, b, ConnTimeout::default(), mark(200)));
         assert!(!pool.put(2, c, ConnTimeout::default(), mark(300)));
         assert_eq!(taken(&pool, 1), Some(200));
@@ -287,13 +281,7 @@ mod tests {
         let (a, _sa) = stream();
         let (b, _sb) = stream();
         let (c, _sc) = stream();
-        let _ = pool.put(
-            1,
-            a,
-            ConnTimeout::default(),
-            ConnTimeout::default(),
-            mark(100),
-        );
+        let _ = pool.put(1, a, ConnTimeout::default(), mark(100));
         std::thread::sleep(Duration::from_millis(2));
         let _ = pool.put(2, b, ConnTimeout::default(), mark(200));
         std::thread::sleep(Duration::from_millis(2));
