@@ -498,6 +498,37 @@ async fn idle_keep_alive_is_not_cut_by_the_head_deadline() {
     assert_eq!(api.count_path("/two"), 1);
 }
 
+/// `keepalive_timeout` counts from the latest answer: a connection that was
+/// idle 0.6 s before its second request is closed about 1 s after the second
+/// answer, not 1 s after the first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keepalive_timeout_counts_from_the_latest_answer() {
+    let api = Backend::named("api").await;
+    let gh = start(&api, "keepalive_timeout = \"1s\"", "").await;
+    let mut s = TcpStream::connect(gh.http_addr()).await.unwrap();
+    let first = raw::exchange(&mut s, &keep_alive_get("/api/one"))
+        .await
+        .unwrap();
+    assert_eq!(first.status, 200);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let second = raw::exchange(&mut s, &keep_alive_get("/api/two"))
+        .await
+        .unwrap();
+    assert_eq!(second.status, 200);
+    let answered = Instant::now();
+    let closed = wait_closed(&mut s, Duration::from_secs(4)).await;
+    let after = answered.elapsed();
+    assert_eq!(
+        closed,
+        Ok(Vec::new()),
+        "the idle connection is closed quietly within 4 s"
+    );
+    assert!(
+        (Duration::from_millis(900)..=Duration::from_millis(1800)).contains(&after),
+        "idle connection closed {after:?} after the second answer (keepalive_timeout 1 s)"
+    );
+}
+
 // ---------------------------------------------------------------- connections per IP
 
 /// A connection from `from` that completed one request (so it was surely

@@ -460,6 +460,79 @@ async fn no_reachable_server_gives_503_before_and_after_the_checks() {
     }
 }
 
+/// The keep-alive pool to a server: requests one after another share one
+/// connection; once idle, it is closed by Gatehouse after `idle_timeout` (within
+/// the pool's 1 s sweep), and the next request opens a new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_upstream_connection_is_reused_then_closed_after_idle_timeout() {
+    let b = Backend::named("api").await;
+    let gh = start_api(&[b.addr_str()], "idle_timeout = \"1s\"").await;
+    let client = gh.client_h1();
+    for _ in 0..5 {
+        assert_eq!(
+            served_by(&client, &gh.http_url("/api/x")).await,
+            Ok("api".into())
+        );
+    }
+    assert_eq!(
+        b.accepted(),
+        1,
+        "five requests in a row over one upstream connection"
+    );
+    assert_eq!(b.open_connections(), 1);
+
+    let idle_since = Instant::now();
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            b.open_connections() == 0
+        })
+        .await,
+        "the idle upstream connection is still open 5 s after a 1 s idle_timeout"
+    );
+    let closed_after = idle_since.elapsed();
+    assert!(
+        (Duration::from_millis(900)..=Duration::from_millis(2600)).contains(&closed_after),
+        "idle upstream connection closed after {closed_after:?} (idle_timeout 1 s, sweep 1 s)"
+    );
+
+    assert_eq!(
+        served_by(&client, &gh.http_url("/api/y")).await,
+        Ok("api".into())
+    );
+    assert_eq!(
+        b.accepted(),
+        2,
+        "a request after the close opens a new connection"
+    );
+}
+
+/// The read timeout on a reused upstream connection counts from that request:
+/// the timer the connection keeps from the request before (armed for an
+/// earlier deadline) neither cuts the answer short nor lets it run long.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_timeout_on_a_reused_upstream_connection_counts_from_its_request() {
+    let b = Backend::named("api").await;
+    let gh = start_api(&[b.addr_str()], "read_timeout = \"400ms\"").await;
+    let client = gh.client_h1();
+    assert_eq!(
+        served_by(&client, &gh.http_url("/api/first")).await,
+        Ok("api".into())
+    );
+    // The first request's deadline (400 ms after it) falls inside the second's wait.
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    b.set_mode(Mode::NeverAnswer);
+    let started = Instant::now();
+    let resp = client.get(gh.http_url("/api/second")).send().await.unwrap();
+    let took = started.elapsed();
+    assert_eq!(resp.status(), 504);
+    assert!(
+        (Duration::from_millis(380)..Duration::from_millis(1500)).contains(&took),
+        "504 after {took:?} with a 400 ms read timeout"
+    );
+    assert_eq!(b.count_path("/second"), 1);
+    assert_eq!(b.accepted(), 1, "the second request reused the connection");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_read_timeout_gives_504() {
     let b = Backend::builder()

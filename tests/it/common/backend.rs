@@ -160,6 +160,7 @@ impl BackendBuilder {
             response_headers: self.response_headers,
             body: self.body,
             accepted: AtomicUsize::new(0),
+            open: AtomicUsize::new(0),
         });
         let backend = Backend {
             shared,
@@ -180,6 +181,8 @@ struct Shared {
     body: Option<Body>,
     /// TCP connections accepted so far.
     accepted: AtomicUsize,
+    /// TCP connections open now (until the client closes one, or the backend).
+    open: AtomicUsize,
 }
 
 struct Running {
@@ -266,6 +269,16 @@ impl Backend {
             .rev()
             .find(|r| !is_health(&r.path))
             .cloned()
+    }
+
+    /// TCP connections accepted so far.
+    pub fn accepted(&self) -> usize {
+        self.shared.accepted.load(Ordering::SeqCst)
+    }
+
+    /// TCP connections open now: accepted and not yet closed by the client.
+    pub fn open_connections(&self) -> usize {
+        self.shared.open.load(Ordering::SeqCst)
     }
 
     /// Forgets the recorded requests.
@@ -355,7 +368,22 @@ async fn accept_loop(
 }
 
 /// Serves one connection until the client closes it or asks to.
-async fn serve(mut stream: TcpStream, shared: Arc<Shared>) {
+async fn serve(stream: TcpStream, shared: Arc<Shared>) {
+    shared.open.fetch_add(1, Ordering::SeqCst);
+    let _open = OpenConnection(shared.clone());
+    serve_requests(stream, &shared).await;
+}
+
+/// Counts a connection as open until its task ends (or is aborted).
+struct OpenConnection(Arc<Shared>);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+async fn serve_requests(mut stream: TcpStream, shared: &Shared) {
     let mut buf = BytesMut::with_capacity(4096);
     loop {
         let Ok(Some((req, keep_alive))) = read_request(&mut stream, &mut buf).await else {

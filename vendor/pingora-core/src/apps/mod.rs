@@ -26,6 +26,7 @@ use std::time::Duration;
 
 use crate::protocols::http::v2::server;
 use crate::protocols::http::{ReusableHttpStream, ServerSession};
+use crate::protocols::conn_timeout::ConnTimeout;
 use crate::protocols::Digest;
 use crate::protocols::Stream;
 use crate::protocols::ALPN;
@@ -117,6 +118,8 @@ pub struct HttpPersistentSettings {
     /// across keepalive reuses without the adopter having to re-enable
     /// it on every request.
     pipelining_enabled: bool,
+    /// Gatehouse patch: the connection's head read timer (see `ConnTimeout`).
+    head_read_timer: ConnTimeout,
 }
 
 impl HttpPersistentSettings {
@@ -127,6 +130,7 @@ impl HttpPersistentSettings {
             user_context: None,
             pipelined_prefix: None,
             pipelining_enabled: session.pipelining_enabled(),
+            head_read_timer: ConnTimeout::default(),
         }
     }
 
@@ -155,7 +159,10 @@ impl HttpPersistentSettings {
             user_context,
             pipelined_prefix,
             pipelining_enabled,
+            head_read_timer,
         } = self;
+
+        session.set_head_read_timer(head_read_timer);
 
         // Reduce the number of times the connection for this session can be
         // reused by one. A session with reuse count of zero won't be reused
@@ -200,6 +207,8 @@ impl ReusedHttpStream {
         reusable: ReusableHttpStream,
         mut persistent_settings: HttpPersistentSettings,
     ) -> Self {
+        let mut reusable = reusable;
+        persistent_settings.head_read_timer = reusable.take_head_read_timer();
         let (stream, pipelined_prefix) = reusable.into_parts();
         if let Some(prefix) = pipelined_prefix {
             persistent_settings.set_pipelined_prefix(prefix);

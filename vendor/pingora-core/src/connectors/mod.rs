@@ -15,6 +15,7 @@
 //! Connecting to servers
 
 pub mod http;
+mod idle_pool;
 pub mod l4;
 #[cfg(feature = "any_tls")]
 mod tls;
@@ -22,6 +23,7 @@ mod tls;
 #[cfg(not(feature = "any_tls"))]
 use crate::tls::connectors as tls;
 
+use crate::protocols::conn_timeout::ConnTimeout;
 use crate::protocols::l4::ext::attach_connect_local_addr;
 use crate::protocols::{GetSocketDigest, Stream};
 use crate::server::configuration::ServerConf;
@@ -33,7 +35,8 @@ use l4::{connect as l4_connect, BindTo};
 use log::{debug, warn};
 use parking_lot::RwLock;
 use pingora_error::{Error, ErrorType::*, OrErr, Result};
-use pingora_pool::{ConnectionMeta, ConnectionPool};
+use idle_pool::{IdlePool, IdleSweeper};
+use pingora_pool::ConnectionMeta;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -166,105 +169,11 @@ impl ConnectorOptions {
     }
 }
 
-/// Gatehouse patch: an idle connection in the keep-alive pool, with what the
-/// checkout and the [IdleSweeper] need to enforce its idle timeout. `None` once
-/// the sweeper has closed it.
-struct IdleStream {
-    stream: Stream,
-    since: Instant,
-    idle_timeout: Option<Duration>,
-}
-
-impl IdleStream {
-    fn expired(&self) -> bool {
-        self.idle_timeout.is_some_and(|t| self.since.elapsed() >= t)
-    }
-}
-
-type PooledStream = Arc<parking_lot::Mutex<Option<IdleStream>>>;
-
-/// How often the [IdleSweeper] looks at the idle connections.
-const IDLE_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
-
-/// Gatehouse patch: one task per connector, running only while the pool holds
-/// idle connections, that closes those past their idle timeout and those the
-/// server closed (or sent data on), once a second.
-///
-/// Stock Pingora spawned an idle-watch task for every connection put back in
-/// the pool, and on checkout woke it and waited for it to let go of the
-/// connection (issue 13: about 6,000 instructions per proxied request, and
-/// `failed to acquire reusable stream` when the task still held it, so the
-/// connection was dropped and a new one opened). The checkout itself refuses an
-/// expired connection and tests the socket as before, so the timeout stays exact;
-/// the sweeper only frees the descriptors of connections nobody asks for.
-struct IdleSweeper {
-    entries: parking_lot::Mutex<Vec<(ConnectionMeta, std::sync::Weak<parking_lot::Mutex<Option<IdleStream>>>)>>,
-    running: std::sync::atomic::AtomicBool,
-}
-
-impl IdleSweeper {
-    fn new() -> Self {
-        IdleSweeper {
-            entries: parking_lot::Mutex::new(Vec::new()),
-            running: std::sync::atomic::AtomicBool::new(false),
-        }
-    }
-
-    fn watch(
-        self: &Arc<Self>,
-        pool: &Arc<ConnectionPool<PooledStream>>,
-        unexpected_data_conn_count: &Arc<AtomicU64>,
-        meta: ConnectionMeta,
-        entry: &PooledStream,
-    ) {
-        self.entries.lock().push((meta, Arc::downgrade(entry)));
-        if !self.running.swap(true, Ordering::AcqRel) {
-            let sweeper = self.clone();
-            let pool = pool.clone();
-            let counter = unexpected_data_conn_count.clone();
-            pingora_runtime::current_handle().spawn(async move {
-                sweeper.run(&pool, &counter).await;
-            });
-        }
-    }
-
-    async fn run(&self, pool: &ConnectionPool<PooledStream>, counter: &AtomicU64) {
-        loop {
-            pingora_timeout::sleep(IDLE_SWEEP_INTERVAL).await;
-            let mut entries = self.entries.lock();
-            entries.retain(|(meta, weak)| {
-                // Gone from the pool: checked out (or evicted and dropped).
-                let Some(entry) = weak.upgrade() else {
-                    return false;
-                };
-                // Being checked out right now.
-                let Some(mut slot) = entry.try_lock() else {
-                    return true;
-                };
-                let keep = slot
-                    .as_mut()
-                    .is_some_and(|idle| !idle.expired() && test_reusable_stream(&mut idle.stream, counter));
-                if !keep {
-                    *slot = None; // closes the connection
-                    drop(slot);
-                    pool.pop_closed(meta);
-                }
-                keep
-            });
-            if entries.is_empty() {
-                // Under the lock: a `watch` after this sees `false` and starts a new sweeper.
-                self.running.store(false, Ordering::Release);
-                return;
-            }
-        }
-    }
-}
-
 /// [TransportConnector] provides APIs to connect to servers via TCP or TLS with connection reuse
 pub struct TransportConnector {
     tls_ctx: tls::Connector,
-    connection_pool: Arc<ConnectionPool<PooledStream>>,
-    idle_sweeper: Arc<IdleSweeper>,
+    // Gatehouse patch: its own keep-alive pool (see idle_pool.rs).
+    connection_pool: Arc<IdlePool>,
     offload: Option<OffloadRuntime>,
     bind_to_v4: Vec<SocketAddr>,
     bind_to_v6: Vec<SocketAddr>,
@@ -300,8 +209,7 @@ impl TransportConnector {
             .and_then(|o| o.keepalive_pool_callback.clone());
         TransportConnector {
             tls_ctx: tls::Connector::new(options),
-            connection_pool: Arc::new(ConnectionPool::new(pool_size)),
-            idle_sweeper: Arc::new(IdleSweeper::new()),
+            connection_pool: Arc::new(IdlePool::new(pool_size)),
             offload: offload.map(|v| OffloadRuntime::new("upstream connect offload", v.0, v.1)),
             bind_to_v4,
             bind_to_v6,
@@ -347,55 +255,50 @@ impl TransportConnector {
 
     /// Try to find a reusable connection to the given server [Peer]
     pub async fn reused_stream<P: Peer + Send + Sync>(&self, peer: &P) -> Option<Stream> {
-        match self.connection_pool.get(&peer.reuse_hash()) {
-            Some(s) => {
-                debug!("find reusable stream, trying to acquire it");
-                // Gatehouse patch: no idle-watch task to wait for; the sweeper may
-                // have closed it (`None`), and an expired one is not reused.
-                let idle = s.lock().take().filter(|idle| !idle.expired());
-                match idle {
-                    Some(idle) => {
-                        let mut stream = idle.stream;
-                        // test_reusable_stream: we assume server would never actively send data
-                        // first on an idle stream.
-                        #[cfg(unix)]
-                        if peer.matches_fd(stream.id())
-                            && test_reusable_stream(&mut stream, &self.unexpected_data_conn_count)
-                        {
-                            Some(stream)
-                        } else {
-                            None
-                        }
-                        #[cfg(windows)]
-                        {
-                            use std::os::windows::io::{AsRawSocket, RawSocket};
-                            struct WrappedRawSocket(RawSocket);
-                            impl AsRawSocket for WrappedRawSocket {
-                                fn as_raw_socket(&self) -> RawSocket {
-                                    self.0
-                                }
-                            }
-                            if peer.matches_sock(WrappedRawSocket(stream.id() as RawSocket))
-                                && test_reusable_stream(
-                                    &mut stream,
-                                    &self.unexpected_data_conn_count,
-                                )
-                            {
-                                Some(stream)
-                            } else {
-                                None
-                            }
-                        }
-                    }
-                    None => {
-                        debug!("pooled stream expired or closed while idle");
-                        None
+        self.reused_stream_and_timer(peer).await.map(|(stream, _)| stream)
+    }
+
+    /// Gatehouse patch: [Self::reused_stream] with the read timer that was put
+    /// back with the stream.
+    pub(crate) async fn reused_stream_and_timer<P: Peer + Send + Sync>(
+        &self,
+        peer: &P,
+    ) -> Option<(Stream, ConnTimeout)> {
+        // Gatehouse patch: the newest idle stream of the peer that is neither
+        // expired nor closed; the ones that are get closed and the next is tried.
+        let key = peer.reuse_hash();
+        loop {
+            let Some(idle) = self.connection_pool.take(key) else {
+                debug!("No reusable connection found for {peer}");
+                return None;
+            };
+            if idle.expired(Instant::now()) {
+                debug!("pooled stream expired while idle");
+                continue;
+            }
+            let (mut stream, timer) = (idle.stream, idle.timer);
+            // test_reusable_stream: we assume server would never actively send data
+            // first on an idle stream.
+            #[cfg(unix)]
+            if peer.matches_fd(stream.id())
+                && test_reusable_stream(&mut stream, &self.unexpected_data_conn_count)
+            {
+                return Some((stream, timer));
+            }
+            #[cfg(windows)]
+            {
+                use std::os::windows::io::{AsRawSocket, RawSocket};
+                struct WrappedRawSocket(RawSocket);
+                impl AsRawSocket for WrappedRawSocket {
+                    fn as_raw_socket(&self) -> RawSocket {
+                        self.0
                     }
                 }
-            }
-            None => {
-                debug!("No reusable connection found for {peer}");
-                None
+                if peer.matches_sock(WrappedRawSocket(stream.id() as RawSocket))
+                    && test_reusable_stream(&mut stream, &self.unexpected_data_conn_count)
+                {
+                    return Some((stream, timer));
+                }
             }
         }
     }
@@ -409,31 +312,33 @@ impl TransportConnector {
     /// If a [Stream] is dropped instead of being returned via this function. it will be closed.
     pub fn release_stream(
         &self,
-        mut stream: Stream,
+        stream: Stream,
         key: u64, // usually peer.reuse_hash()
         idle_timeout: Option<Duration>,
     ) {
-        if !test_reusable_stream(&mut stream, &self.unexpected_data_conn_count) {
-            return;
-        }
-        let id = stream.id();
-        let meta = ConnectionMeta::new(key, id);
+        self.release_stream_and_timer(stream, ConnTimeout::default(), key, idle_timeout)
+    }
+
+    /// Gatehouse patch: [Self::release_stream] with the read timer of the
+    /// stream's session, handed out again with the stream.
+    pub(crate) fn release_stream_and_timer(
+        &self,
+        stream: Stream,
+        timer: ConnTimeout,
+        key: u64,
+        idle_timeout: Option<Duration>,
+    ) {
         debug!("Try to keepalive client session");
-        // Gatehouse patch: no idle-watch task per connection (see IdleSweeper).
-        let entry: PooledStream = Arc::new(parking_lot::Mutex::new(Some(IdleStream {
-            stream,
-            since: Instant::now(),
-            idle_timeout,
-        })));
-        // Nothing waits on these: eviction drops the entry from the pool, which
-        // closes the connection.
-        let (_notify_close, _watch_use) = self.connection_pool.put(&meta, entry.clone());
-        self.idle_sweeper.watch(
-            &self.connection_pool,
-            &self.unexpected_data_conn_count,
-            meta,
-            &entry,
-        );
+        // Gatehouse patch: no idle-watch task per connection (see IdleSweeper),
+        // and no read on the socket here: the checkout tests it (and the sweeper
+        // within a second), so a connection the server closes at any time
+        // after its answer is never reused either way.
+        if self.connection_pool.put(key, stream, timer, idle_timeout) {
+            IdleSweeper::start(
+                self.connection_pool.clone(),
+                self.unexpected_data_conn_count.clone(),
+            );
+        }
     }
 
     /// Get a stream to the given server [Peer]
@@ -446,12 +351,21 @@ impl TransportConnector {
         &self,
         peer: &P,
     ) -> Result<(Stream, bool)> {
-        let reused_stream = self.reused_stream(peer).await;
-        if let Some(s) = reused_stream {
-            Ok((s, true))
+        let (stream, _, reused) = self.get_stream_and_timer(peer).await?;
+        Ok((stream, reused))
+    }
+
+    /// Gatehouse patch: [Self::get_stream] with the read timer put back with a
+    /// reused stream (a new one for a new stream).
+    pub(crate) async fn get_stream_and_timer<P: Peer + Send + Sync + 'static>(
+        &self,
+        peer: &P,
+    ) -> Result<(Stream, ConnTimeout, bool)> {
+        if let Some((s, timer)) = self.reused_stream_and_timer(peer).await {
+            Ok((s, timer, true))
         } else {
             let s = self.new_stream(peer).await?;
-            Ok((s, false))
+            Ok((s, ConnTimeout::default(), false))
         }
     }
 

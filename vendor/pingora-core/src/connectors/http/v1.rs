@@ -36,8 +36,10 @@ impl Connector {
         &self,
         peer: &P,
     ) -> Result<(HttpSession, bool)> {
-        let (stream, reused) = self.transport.get_stream(peer).await?;
-        let http = HttpSession::new_with_options(stream, peer);
+        // Gatehouse patch: the read timer comes back with a pooled stream.
+        let (stream, timer, reused) = self.transport.get_stream_and_timer(peer).await?;
+        let mut http = HttpSession::new_with_options(stream, peer);
+        http.set_head_read_timer(timer);
         Ok((http, reused))
     }
 
@@ -45,8 +47,9 @@ impl Connector {
         &self,
         peer: &P,
     ) -> Option<HttpSession> {
-        let stream = self.transport.reused_stream(peer).await?;
-        let http = HttpSession::new_with_options(stream, peer);
+        let (stream, timer) = self.transport.reused_stream_and_timer(peer).await?;
+        let mut http = HttpSession::new_with_options(stream, peer);
+        http.set_head_read_timer(timer);
         Some(http)
     }
 
@@ -57,9 +60,11 @@ impl Connector {
         idle_timeout: Option<Duration>,
     ) {
         session.respect_keepalive();
+        // Gatehouse patch: the read timer goes back to the pool with the stream.
+        let timer = session.take_head_read_timer();
         if let Some(stream) = session.reuse().await {
             self.transport
-                .release_stream(stream, peer.reuse_hash(), idle_timeout);
+                .release_stream_and_timer(stream, timer, peer.reuse_hash(), idle_timeout);
         }
     }
 

@@ -21,6 +21,7 @@ use super::v1::server::HttpSession as SessionV1;
 use super::v2::server::{HttpSession as SessionV2, Idle};
 use super::HttpTask;
 use crate::custom_session;
+use crate::protocols::conn_timeout::ConnTimeout;
 use crate::protocols::{Digest, SocketAddr, Stream};
 use bytes::{Bytes, BytesMut};
 use http::HeaderValue;
@@ -35,6 +36,8 @@ use std::time::Duration;
 pub struct ReusableHttpStream {
     stream: Stream,
     pipelined_prefix: Option<BytesMut>,
+    /// Gatehouse patch: the connection's head read timer, for the next session.
+    head_read_timer: ConnTimeout,
 }
 
 impl ReusableHttpStream {
@@ -42,7 +45,19 @@ impl ReusableHttpStream {
         Self {
             stream,
             pipelined_prefix,
+            head_read_timer: ConnTimeout::default(),
         }
+    }
+
+    /// Gatehouse patch: carries the connection's head read timer.
+    pub(crate) fn with_head_read_timer(mut self, timer: ConnTimeout) -> Self {
+        self.head_read_timer = timer;
+        self
+    }
+
+    /// Gatehouse patch: takes the connection's head read timer.
+    pub(crate) fn take_head_read_timer(&mut self) -> ConnTimeout {
+        std::mem::take(&mut self.head_read_timer)
     }
 
     /// Split the reusable connection into its underlying stream and optional
@@ -951,6 +966,14 @@ impl Session {
     pub fn set_pipelined_prefix(&mut self, prefix: BytesMut) {
         if let Self::H1(s) = self {
             s.set_pipelined_prefix(prefix);
+        }
+    }
+
+    /// Gatehouse patch: the head read timer of the previous request on this
+    /// connection. No-op for non-H1 sessions.
+    pub(crate) fn set_head_read_timer(&mut self, timer: ConnTimeout) {
+        if let Self::H1(s) = self {
+            s.set_head_read_timer(timer);
         }
     }
 

@@ -20,6 +20,8 @@ use log::{debug, trace};
 use pingora_error::{Error, ErrorType::*, OrErr, Result, RetryType};
 use pingora_http::{HMap, RequestHeader, ResponseHeader};
 use pingora_timeout::timeout;
+
+use crate::protocols::conn_timeout::ConnTimeout;
 use std::io::ErrorKind;
 use std::str;
 use std::time::Duration;
@@ -50,6 +52,8 @@ pub struct HttpSession {
     /// The timeout is reset on every write. This is not a timeout on the overall duration of the
     /// request.
     pub write_timeout: Option<Duration>,
+    /// Gatehouse patch: one timer for the response head reads (see `ConnTimeout`).
+    head_read_timer: ConnTimeout,
     keepalive_timeout: KeepaliveStatus,
     pub(crate) digest: Box<Digest>,
     response_header: Option<Box<ResponseHeader>>,
@@ -93,6 +97,7 @@ impl HttpSession {
             request_written: None,
             read_timeout: None,
             write_timeout: None,
+            head_read_timer: ConnTimeout::default(),
             digest,
             bytes_sent: 0,
             body_recv: 0,
@@ -397,7 +402,8 @@ impl HttpSession {
                 .underlying_stream
                 .read_buf(&mut self.response_header_read_buf);
             let read_result = match self.read_timeout {
-                Some(t) => match timeout(t, read_fut).await {
+                // Gatehouse patch: one timer for all the reads of the head.
+                Some(t) => match self.head_read_timer.timeout(t, read_fut).await {
                     Ok(res) => res,
                     Err(_) => {
                         return self.fail_response_header_read(Error::explain(
@@ -663,6 +669,16 @@ impl HttpSession {
     /// before dropping [`HttpSession`]
     pub async fn shutdown(&mut self) {
         let _ = self.underlying_stream.shutdown().await;
+    }
+
+    /// Gatehouse patch: the read timer of a previous session on this stream.
+    pub(crate) fn set_head_read_timer(&mut self, timer: ConnTimeout) {
+        self.head_read_timer = timer;
+    }
+
+    /// Gatehouse patch: the read timer, to be kept with the stream in the pool.
+    pub(crate) fn take_head_read_timer(&mut self) -> ConnTimeout {
+        std::mem::take(&mut self.head_read_timer)
     }
 
     /// Consume `self`, if the connection can be reused, the underlying stream will be returned.

@@ -26,6 +26,8 @@ use percent_encoding::{percent_encode, AsciiSet, CONTROLS};
 use pingora_error::{Error, ErrorType::*, OrErr, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_timeout::timeout;
+
+use crate::protocols::conn_timeout::ConnTimeout;
 use regex::bytes::Regex;
 use std::any::Any;
 use std::collections::VecDeque;
@@ -106,6 +108,9 @@ pub struct HttpSession {
     keepalive_timeout: KeepaliveStatus,
     read_timeout: Option<Duration>,
     write_timeout: Option<Duration>,
+    /// Gatehouse patch: the timer of the request head reads, kept by the
+    /// connection from one request to the next (see `ConnTimeout`).
+    head_read_timer: ConnTimeout,
     /// How long to wait to make downstream session reusable, if body needs to be drained.
     total_drain_timeout: Option<Duration>,
     /// A copy of the response that is already written to the client
@@ -191,6 +196,7 @@ impl HttpSession {
             request_header: None,
             read_timeout: Some(Duration::from_secs(60)),
             write_timeout: None,
+            head_read_timer: ConnTimeout::default(),
             total_drain_timeout: None,
             body_bytes_sent: 0,
             body_bytes_read: 0,
@@ -229,8 +235,10 @@ impl HttpSession {
                 }
                 stream.read_buf(buf).await
             };
+            // Gatehouse patch: the connection's own timer, not one per read.
+            let timer = &mut self.head_read_timer;
             match self.keepalive_timeout {
-                KeepaliveStatus::Timeout(d) => match timeout(d, read_event).await {
+                KeepaliveStatus::Timeout(d) => match timer.timeout(d, read_event).await {
                     Ok(res) => res,
                     Err(e) => {
                         debug!("keepalive timeout {d:?} reached, {e}");
@@ -242,7 +250,7 @@ impl HttpSession {
                     read_event.await
                 }
                 KeepaliveStatus::Off => match self.read_timeout {
-                    Some(t) => match timeout(t, read_event).await {
+                    Some(t) => match timer.timeout(t, read_event).await {
                         Ok(res) => res,
                         Err(e) => {
                             debug!("read timeout {t:?} reached, {e}");
@@ -1038,6 +1046,12 @@ impl HttpSession {
         self.pipelining_enabled = enabled;
     }
 
+    /// Gatehouse patch: the head read timer of the previous request on this
+    /// connection (see `ConnTimeout`).
+    pub(crate) fn set_head_read_timer(&mut self, timer: ConnTimeout) {
+        self.head_read_timer = timer;
+    }
+
     /// Set pipelined bytes to be parsed as the start of this session's request.
     ///
     /// Called by the proxy layer when continuing a keep-alive connection whose
@@ -1486,10 +1500,10 @@ impl HttpSession {
                     .then(|| self.take_body_overread())
                     .flatten()
                     .filter(|prefix| !prefix.is_empty());
-                Ok(Some(ReusableHttpStream::new(
-                    self.underlying_stream,
-                    pipelined_prefix,
-                )))
+                Ok(Some(
+                    ReusableHttpStream::new(self.underlying_stream, pipelined_prefix)
+                        .with_head_read_timer(self.head_read_timer),
+                ))
             }
         }
     }
