@@ -179,10 +179,14 @@ impl IdlePool {
             {
                 let mut idle = self.idle.lock();
                 let streams = idle.peers.entry(key).or_default();
-                // Streams put back meanwhile are newer than the kept ones.
+                // Streams put back meanwhile are newer than the kept ones;
+                // `put` already counted them, so only the kept ones count
+                // again here (counting all of them inflated `len` on every
+                // such race until the pool evicted each stream it was given).
+                let returned = kept.len();
                 kept.append(streams);
                 *streams = kept;
-                idle.len += streams.len();
+                idle.len += returned;
                 while idle.len > self.size {
                     match idle.pop_oldest() {
                         Some(s) => evicted.push(s),
