@@ -918,7 +918,7 @@ mod tests {
         let mut buf: Vec<u8> = vec![];
         resp.header_to_h1_wire(&mut buf);
         let expected = format!(
-            "X-Api-Key: v\r\nWww-Authenticate: v\r\nEtag: v\r\n-Odd--Name-: v\r\n\
+            "X-Api-Key: v\r\nWWW-Authenticate: v\r\nETag: v\r\n-Odd--Name-: v\r\n\
              X-A1-B_c: v\r\nContent-Type: text/plain\r\nA{}-B: v\r\n",
             "a".repeat(62)
         );
