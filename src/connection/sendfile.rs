@@ -62,11 +62,13 @@ pub(crate) async fn send_file(
 
 /// [`send_file`] on a corked plain TCP connection.
 async fn send_corked(h1: &mut HttpSessionV1, file: &File, offset: u64, len: usize) -> Result<Sent> {
-    if !h1.prepare_direct_body(len).await? {
-        return Ok(Sent::NotHere);
-    }
     let timeout = h1.get_write_timeout();
+    // The header's flush is inside the deadline too: a client that stopped
+    // reading must not hold the connection before the first byte of the file.
     let send = async {
+        if !h1.prepare_direct_body(len).await? {
+            return Ok(Sent::NotHere);
+        }
         let mut pos = nix::libc::off_t::try_from(offset).map_err(|_| short_file())?;
         let mut left = len;
         while left > 0 {
