@@ -11,7 +11,7 @@ use std::process::Command;
 
 /// Runs `gatehouse check -c gatehouse.toml` in a fresh temp dir; returns
 /// whether it exited 0, its exit code, stdout + stderr, and the config path.
-fn check(config: &str) -> (Option<i32>, String, PathBuf, tempfile::TempDir) {
+pub(crate) fn check(config: &str) -> (Option<i32>, String, PathBuf, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("gatehouse.toml");
     std::fs::write(&file, config).unwrap();

@@ -627,10 +627,7 @@ async fn curl_compressed_gets_the_original() {
 
 #[test]
 fn bad_compression_settings_are_reported_with_their_key() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("gatehouse.toml");
-    std::fs::write(
-        &file,
+    let (code, text, _, _dir) = crate::check::check(
         r#"
 [http]
 listen = ["127.0.0.1:8080"]
@@ -641,20 +638,8 @@ algorithms = ["zstd", "deflate", "zstd"]
 min_size = "lots"
 types = ["text/*", "json"]
 "#,
-    )
-    .unwrap();
-    let out = Command::new(common::gatehouse::binary())
-        .args(["check", "-c"])
-        .arg(&file)
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert_eq!(code, Some(1), "{text}");
     for needle in [
         "compression.algorithms[1]",
         "\"deflate\"",

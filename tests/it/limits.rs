@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use common::raw::{self, RawResponse};
-use common::{Backend, Gatehouse};
+use common::{plain_client as client, Backend, Gatehouse};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
@@ -32,14 +32,6 @@ async fn start(backend: &Backend, server_extra: &str, more: &str) -> Gatehouse {
         .backend("api", backend)
         .start()
         .await
-}
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap()
 }
 
 async fn post(client: &reqwest::Client, url: &str, len: usize) -> (u16, String) {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use crate::common;
 use common::redis::RedisServer;
-use common::{Backend, Gatehouse};
+use common::{plain_client as client, Backend, Gatehouse};
 use gatehouse::config::{OnStoreError, RateKey, RateLimit, RateStore};
 use gatehouse::rate_limit::{Key, Limiters};
 
@@ -67,14 +67,6 @@ async fn instances(api: &Backend, limits: &str, n: usize) -> Vec<Gatehouse> {
         out.push(instance(api, limits).await);
     }
     out
-}
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap()
 }
 
 /// What a run of requests got.

@@ -98,8 +98,8 @@ fn limit<'a>(status: &'a Value, name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no limit {name}: {status:#}"))
 }
 
-/// Two checked servers in `api`, a slow one in `slow`, a failing one in
-/// `broken`, and a tight limit on a static route; HTTPS with a generated
+/// Two servers in `api` (checked: the test appends `common::FAST_HEALTH`), a
+/// slow one in `slow`, a failing one in `broken`, and a tight limit on a static route; HTTPS with a generated
 /// certificate, plain HTTP and the admin listener.
 const CONFIG: &str = r#"
 [http]
@@ -128,13 +128,6 @@ root = "site"
 
 [upstream.api]
 servers = ["{a}", "{b}"]
-
-[upstream.api.health]
-path = "/health"
-interval = "200ms"
-timeout = "200ms"
-healthy_threshold = 2
-unhealthy_threshold = 2
 
 [upstream.slow]
 servers = ["{slow}"]
@@ -166,6 +159,7 @@ async fn status_json_follows_its_schema_and_the_live_state() {
     let gh = Gatehouse::builder(common::HTTPS)
         .append(common::ADMIN)
         .append(CONFIG)
+        .append(common::FAST_HEALTH)
         .file("site/limited/index.html", "hi")
         .backend("a", &a)
         .backend("b", &b)
@@ -571,15 +565,9 @@ upstream = "api"
 
 [upstream.api]
 servers = ["{a}", "{b}"]
-
-[upstream.api.health]
-path = "/health"
-interval = "200ms"
-timeout = "200ms"
-healthy_threshold = 2
-unhealthy_threshold = 2
 "#,
         )
+        .append(common::FAST_HEALTH)
         .backend("a", &a)
         .backend("b", &b)
         .start()

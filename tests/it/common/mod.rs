@@ -185,3 +185,13 @@ pub fn chromium(needs: &str) -> std::path::PathBuf {
          (apt-get install chromium) or set CHROMIUM=/path/to/chrome"
     );
 }
+
+/// A plain-HTTP client with a 10 s timeout, for tests that talk to several
+/// Gatehouses or to one without its certificate.
+pub fn plain_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(std::time::Duration::from_secs(10))
+        .build()
+        .expect("build client")
+}
