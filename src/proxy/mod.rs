@@ -79,6 +79,12 @@ impl ProxyHttp for Gatehouse {
         Ctx::new()
     }
 
+    /// No Pingora modules: Pingora's default is its response compression
+    /// module switched off (level 0), which Gatehouse never switches on (it
+    /// compresses in `response_filter`); it still cost every request an
+    /// allocation and four calls.
+    fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {}
+
     async fn early_request_filter(
         &self,
         session: &mut Session,
