@@ -15,7 +15,7 @@ use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
 use crate::acme::AcmeState;
-use crate::config::Config;
+use crate::config::{Config, Target};
 use crate::metrics;
 use crate::pool::Pool;
 use crate::proxy::route::RouteTable;
@@ -29,6 +29,10 @@ pub struct Snapshot {
     /// `config.routes`, longest prefix first.
     pub routes: RouteTable,
     pub pools: HashMap<String, Arc<Pool>>,
+    /// The pool of each route of `routes`, in its order (`None` for a static
+    /// route, or a pool name validation let through with no pool): looked
+    /// up once per snapshot, not by name per request.
+    route_pools: Vec<Option<Arc<Pool>>>,
     pub sites: HashMap<String, Arc<Site>>,
     pub limiters: Limiters,
     /// The http-01 tokens and ACME certificates, with `[acme]` (process-wide,
@@ -39,7 +43,7 @@ pub struct Snapshot {
 impl Snapshot {
     /// Builds a runtime; state of servers and limits that `previous` shares is kept.
     pub fn build(config: Config, previous: Option<&Snapshot>) -> Snapshot {
-        let pools = config
+        let pools: HashMap<String, Arc<Pool>> = config
             .upstreams
             .iter()
             .map(|(name, up)| {
@@ -60,14 +64,28 @@ impl Snapshot {
             })
             .collect();
         let limiters = Limiters::build(&config.rate_limits, previous.map(|p| &p.limiters));
+        let routes = RouteTable::new(&config.routes);
+        let route_pools = routes
+            .iter()
+            .map(|route| match &route.target {
+                Target::Upstream(name) => pools.get(name).cloned(),
+                Target::Static(_) => None,
+            })
+            .collect();
         Snapshot {
             acme: previous.and_then(|p| p.acme.clone()),
-            routes: RouteTable::new(&config.routes),
+            routes,
+            route_pools,
             config: Arc::new(config),
             pools,
             sites,
             limiters,
         }
+    }
+
+    /// The pool of the route at `index` (from [`RouteTable::find_index`]).
+    pub fn route_pool(&self, index: usize) -> Option<&Arc<Pool>> {
+        self.route_pools.get(index)?.as_ref()
     }
 }
 

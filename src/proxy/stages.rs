@@ -346,8 +346,8 @@ fn target(req: &Request<'_>, snapshot: &Snapshot, ctx: &mut Ctx) -> Decision {
             }
             None => Decision::error(404),
         },
-        Target::Upstream(name) => {
-            let pool = snapshot.pools.get(name).cloned();
+        Target::Upstream(_) => {
+            let pool = ctx.route.and_then(|i| snapshot.route_pool(i)).cloned();
             if !pool.as_ref().is_some_and(|p| p.any_healthy()) {
                 return Decision::error(503);
             }
