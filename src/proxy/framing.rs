@@ -29,37 +29,50 @@ pub(crate) fn head_size(req: &RequestHeader, raw: Option<&[u8]>) -> u64 {
 /// present, and accepts lines ended by a bare LF. Both are refused here, from
 /// the raw head bytes, as Nginx refuses them.
 pub(crate) fn framing_problem(req: &RequestHeader, raw: Option<&[u8]>) -> Option<&'static str> {
-    let mut lengths = req.headers.get_all(http::header::CONTENT_LENGTH).iter();
-    if let Some(length) = lengths.next() {
-        if lengths.next().is_some() {
-            return Some("more than one Content-Length");
-        }
-        // Only 1*DIGIT: no lists ("5,5"), signs or spaces.
-        let v = length.as_bytes();
-        if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
-            return Some("a Content-Length that is not a plain number");
+    // HTTP/1: one pass over the raw head first. A parsed header's name is a
+    // raw line's name, so a head without a `Content-Length` or
+    // `Transfer-Encoding` line (the usual request) needs no lookup of either.
+    let lines = raw.map(raw_lines);
+    let (has_length, has_coding) = match lines {
+        Some(RawLines::Scanned { length, coding }) => (length, coding),
+        // A bare LF stopped the pass, or HTTP/2: look both up.
+        Some(RawLines::BareLf) | None => (true, true),
+    };
+    if has_length {
+        let mut lengths = req.headers.get_all(http::header::CONTENT_LENGTH).iter();
+        if let Some(length) = lengths.next() {
+            if lengths.next().is_some() {
+                return Some("more than one Content-Length");
+            }
+            // Only 1*DIGIT: no lists ("5,5"), signs or spaces.
+            let v = length.as_bytes();
+            if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
+                return Some("a Content-Length that is not a plain number");
+            }
         }
     }
     // The only transfer coding a request may use here is `chunked` alone:
     // others would be dropped on the way upstream without decoding the body.
-    let mut codings = req.headers.get_all(http::header::TRANSFER_ENCODING).iter();
-    if let Some(coding) = codings.next() {
-        if codings.next().is_some()
-            || !coding
-                .as_bytes()
-                .trim_ascii()
-                .eq_ignore_ascii_case(b"chunked")
-        {
-            return Some("a Transfer-Encoding other than chunked");
+    if has_coding {
+        let mut codings = req.headers.get_all(http::header::TRANSFER_ENCODING).iter();
+        if let Some(coding) = codings.next() {
+            if codings.next().is_some()
+                || !coding
+                    .as_bytes()
+                    .trim_ascii()
+                    .eq_ignore_ascii_case(b"chunked")
+            {
+                return Some("a Transfer-Encoding other than chunked");
+            }
         }
     }
-    let Some(raw) = raw else {
+    let (Some(raw), Some(lines)) = (raw, lines) else {
         // HTTP/2: no request line, the `:path` is the target.
         return target_problem(req.raw_path());
     };
     // The target as sent: the parsed one has lost a fragment already.
     let target = raw.split(|&b| b == b' ').nth(1).unwrap_or_default();
-    target_problem(target).or_else(|| raw_framing_problem(raw))
+    target_problem(target).or(lines.problem())
 }
 
 /// Why a request target is refused, when it is (RFC 9112 section 3.2).
@@ -83,8 +96,32 @@ fn target_problem(target: &[u8]) -> Option<&'static str> {
     None
 }
 
-/// [`framing_problem`] on raw HTTP/1 head bytes: one pass over the line ends.
-fn raw_framing_problem(raw: &[u8]) -> Option<&'static str> {
+/// What one pass over the line ends of a raw HTTP/1 head found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RawLines {
+    /// A line ended by a bare LF (the pass stopped there).
+    BareLf,
+    /// Every line ends in CRLF; whether a `Content-Length` line and a
+    /// `Transfer-Encoding` line are there.
+    Scanned { length: bool, coding: bool },
+}
+
+impl RawLines {
+    /// The framing problem these lines are, if any.
+    fn problem(self) -> Option<&'static str> {
+        match self {
+            RawLines::BareLf => Some("a line ended by a bare LF"),
+            RawLines::Scanned {
+                length: true,
+                coding: true,
+            } => Some("both Content-Length and Transfer-Encoding"),
+            RawLines::Scanned { .. } => None,
+        }
+    }
+}
+
+/// One pass over the line ends of raw HTTP/1 head bytes.
+fn raw_lines(raw: &[u8]) -> RawLines {
     let names_at = |start: usize, name: &[u8]| {
         raw.get(start..start + name.len())
             .is_some_and(|n| n.eq_ignore_ascii_case(name))
@@ -94,7 +131,7 @@ fn raw_framing_problem(raw: &[u8]) -> Option<&'static str> {
     let mut line_start = 0;
     for end in memchr::memchr_iter(b'\n', raw) {
         if end == 0 || raw[end - 1] != b'\r' {
-            return Some("a line ended by a bare LF");
+            return RawLines::BareLf;
         }
         match raw.get(line_start) {
             Some(b'c' | b'C') => length |= names_at(line_start, b"content-length"),
@@ -103,10 +140,13 @@ fn raw_framing_problem(raw: &[u8]) -> Option<&'static str> {
         }
         line_start = end + 1;
     }
-    if length && coding {
-        return Some("both Content-Length and Transfer-Encoding");
-    }
-    None
+    RawLines::Scanned { length, coding }
+}
+
+/// [`framing_problem`] on raw HTTP/1 head bytes: one pass over the line ends.
+#[cfg(test)]
+fn raw_framing_problem(raw: &[u8]) -> Option<&'static str> {
+    raw_lines(raw).problem()
 }
 
 /// Drops an `Upgrade: h2c` offer (with `HTTP2-Settings` and `Connection`):
@@ -144,6 +184,38 @@ mod tests {
         ] {
             assert!(target_problem(bad).is_some(), "{}", bad.escape_ascii());
         }
+    }
+
+    #[test]
+    fn problems_are_found_with_the_raw_head_in_the_same_order() {
+        let mut req = RequestHeader::build("POST", b"/", None).unwrap();
+        req.insert_header("content-length", "1,1").unwrap();
+        let raw = b"POST / HTTP/1.1\r\nContent-Length: 1,1\r\n\r\n";
+        assert_eq!(
+            framing_problem(&req, Some(raw)),
+            Some("a Content-Length that is not a plain number")
+        );
+        let mut req = RequestHeader::build("POST", b"/", None).unwrap();
+        req.insert_header("transfer-encoding", "gzip").unwrap();
+        let raw = b"POST / HTTP/1.1\r\ntransfer-encoding: gzip\r\n\r\n";
+        assert_eq!(
+            framing_problem(&req, Some(raw)),
+            Some("a Transfer-Encoding other than chunked")
+        );
+        let req = RequestHeader::build("GET", b"/", None).unwrap();
+        let ok = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+        assert_eq!(framing_problem(&req, Some(ok)), None);
+        let lf = b"GET / HTTP/1.1\nHost: a\r\n\r\n";
+        assert_eq!(
+            framing_problem(&req, Some(lf)),
+            Some("a line ended by a bare LF")
+        );
+        let fragment = b"GET /#x HTTP/1.1\nHost: a\r\n\r\n";
+        assert_eq!(
+            framing_problem(&req, Some(fragment)),
+            Some("a fragment in the request target"),
+            "the target's problem first, as before"
+        );
     }
 
     #[test]
