@@ -119,13 +119,14 @@ impl ProxyHttp for Gatehouse {
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
-        ctx.client_ip = headers::client_ip(
-            ctx.peer_ip,
-            req.headers
-                .get(headers::X_FORWARDED_FOR)
-                .map(|v| v.as_bytes()),
-            &snapshot.config.server.trusted_proxies,
-        );
+        let trusted = &snapshot.config.server.trusted_proxies;
+        // `X-Forwarded-For` counts only from trusted proxies: without any,
+        // it is not looked up.
+        let xff = match trusted.is_empty() {
+            true => None,
+            false => req.headers.get(headers::X_FORWARDED_FOR),
+        };
+        ctx.client_ip = headers::client_ip(ctx.peer_ip, xff.map(|v| v.as_bytes()), trusted);
         let raw = session
             .as_downstream()
             .as_http1()
@@ -278,7 +279,8 @@ impl ProxyHttp for Gatehouse {
                 Some(route) => route::upstream_path(route, pq),
                 None => pq.to_string(),
             };
-            let uri = new_path.parse::<http::Uri>().map_err(|e| {
+            // The new target's bytes become the URI's (`parse` would copy them).
+            let uri = http::Uri::from_maybe_shared(Bytes::from(new_path)).map_err(|e| {
                 Error::because(ErrorType::HTTPStatus(400), "upstream request target", e)
             })?;
             upstream_request.set_uri(uri);

@@ -22,7 +22,8 @@ pub fn host_without_port(host: &str) -> Option<&str> {
         }
         (&host[..end + 2], &rest[end + 1..])
     } else {
-        match host.rfind(':') {
+        // A byte search: `rfind(':')` goes through the char searcher.
+        match host.bytes().rposition(|b| b == b':') {
             Some(i) => (&host[..i], &host[i..]),
             None => (host, ""),
         }
