@@ -62,6 +62,18 @@ impl HeadTimer {
         if data.is_empty() {
             return;
         }
+        if data.ends_with(b"\r\n\r\n") {
+            // The usual read: a whole head and nothing after it. Its last
+            // four bytes are an empty line whatever came before, so the head
+            // is in by the end of this read, as the pass below would find
+            // (line by line), and the deadline it would start is never
+            // looked at (only a head being received has one).
+            if self.phase != Phase::AfterHead {
+                self.phase = Phase::AfterHead;
+                self.sleep = None;
+            }
+            return;
+        }
         if self.phase == Phase::Idle {
             self.phase = Phase::Head;
             self.line_ends = 0;
@@ -286,5 +298,23 @@ mod tests {
             Phase::AfterHead,
             "bare LF line ends end a head too"
         );
+    }
+
+    #[tokio::test]
+    async fn a_read_ending_in_an_empty_line_ends_the_head() {
+        let mut t = HeadTimer::new(Duration::from_secs(1));
+        t.on_read(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!(t.phase, Phase::AfterHead);
+        // Body bytes that happen to end so change nothing.
+        t.on_read(b"a\r\n\r\n");
+        assert_eq!(t.phase, Phase::AfterHead);
+        t.phase = Phase::Idle;
+        t.on_read(b"GET / HTTP/1.1\r\n");
+        assert_eq!(t.phase, Phase::Head);
+        t.on_read(b"Host: x\r\n\r\n");
+        assert_eq!(t.phase, Phase::AfterHead, "a head split over two reads");
+        t.phase = Phase::Idle;
+        t.on_read(b"\r\n\r\n");
+        assert_eq!(t.phase, Phase::AfterHead, "as the line-by-line pass finds");
     }
 }
