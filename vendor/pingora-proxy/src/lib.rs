@@ -415,7 +415,17 @@ where
             Err(e) => return (false, Some(e)),
         };
 
-        let client_session = self.client_upstream.get_http_session(&*peer).await;
+        // Gatehouse patch: the peer's reuse hash once per attempt (from the
+        // application when it keeps it), for both the checkout and the
+        // check-in (patch 90).
+        let reuse_hash = self
+            .inner
+            .upstream_peer_reuse_hash(&peer, ctx)
+            .unwrap_or_else(|| peer.reuse_hash());
+        let client_session = self
+            .client_upstream
+            .get_http_session_hashed(&*peer, reuse_hash)
+            .await;
         match client_session {
             Ok((client_session, client_reused)) => {
                 let (server_reused, error) = match client_session {
@@ -426,7 +436,12 @@ where
                         if client_reuse {
                             let session = ClientSession::H1(h1);
                             self.client_upstream
-                                .release_http_session(session, &*peer, peer.idle_timeout())
+                                .release_http_session_hashed(
+                                    session,
+                                    &*peer,
+                                    reuse_hash,
+                                    peer.idle_timeout(),
+                                )
                                 .await;
                         }
                         (server_reused, error)

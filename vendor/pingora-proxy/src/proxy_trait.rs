@@ -62,6 +62,17 @@ pub trait ProxyHttp {
         ctx: &mut Self::CTX,
     ) -> Result<Box<HttpPeer>>;
 
+    /// Gatehouse patch: `peer.reuse_hash()` (the key of its idle connections
+    /// in the keep-alive pool) when the application keeps it, so that it is
+    /// not computed per request; `None`, the default, has it computed.
+    ///
+    /// The value must be exactly what `peer.reuse_hash()` returns for the
+    /// peer [Self::upstream_peer] just gave: another value would let
+    /// connections of different peers be reused for each other.
+    fn upstream_peer_reuse_hash(&self, _peer: &HttpPeer, _ctx: &Self::CTX) -> Option<u64> {
+        None
+    }
+
     /// Set up downstream modules.
     ///
     /// In this phase, users can add or configure [HttpModules] before the server starts up.

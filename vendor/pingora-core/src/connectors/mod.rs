@@ -255,18 +255,21 @@ impl TransportConnector {
 
     /// Try to find a reusable connection to the given server [Peer]
     pub async fn reused_stream<P: Peer + Send + Sync>(&self, peer: &P) -> Option<Stream> {
-        self.reused_stream_and_timer(peer).await.map(|(stream, _)| stream)
+        self.reused_stream_and_timer(peer, peer.reuse_hash())
+            .await
+            .map(|(stream, _)| stream)
     }
 
     /// Gatehouse patch: [Self::reused_stream] with the read timer that was put
-    /// back with the stream.
+    /// back with the stream. `key` is `peer.reuse_hash()`, which the caller
+    /// computes once for the checkout and the check-in (patch 90).
     pub(crate) async fn reused_stream_and_timer<P: Peer + Send + Sync>(
         &self,
         peer: &P,
+        key: u64,
     ) -> Option<(Stream, ConnTimeout)> {
         // Gatehouse patch: the newest idle stream of the peer that is neither
         // expired nor closed; the ones that are get closed and the next is tried.
-        let key = peer.reuse_hash();
         loop {
             let Some(idle) = self.connection_pool.take(key) else {
                 debug!("No reusable connection found for {peer}");
@@ -351,17 +354,18 @@ impl TransportConnector {
         &self,
         peer: &P,
     ) -> Result<(Stream, bool)> {
-        let (stream, _, reused) = self.get_stream_and_timer(peer).await?;
+        let (stream, _, reused) = self.get_stream_and_timer(peer, peer.reuse_hash()).await?;
         Ok((stream, reused))
     }
 
     /// Gatehouse patch: [Self::get_stream] with the read timer put back with a
-    /// reused stream (a new one for a new stream).
+    /// reused stream (a new one for a new stream); `key` is `peer.reuse_hash()`.
     pub(crate) async fn get_stream_and_timer<P: Peer + Send + Sync + 'static>(
         &self,
         peer: &P,
+        key: u64,
     ) -> Result<(Stream, ConnTimeout, bool)> {
-        if let Some((s, timer)) = self.reused_stream_and_timer(peer).await {
+        if let Some((s, timer)) = self.reused_stream_and_timer(peer, key).await {
             Ok((s, timer, true))
         } else {
             let s = self.new_stream(peer).await?;

@@ -67,6 +67,18 @@ where
         &self,
         peer: &P,
     ) -> Result<(HttpSession<C::Session>, bool)> {
+        self.get_http_session_hashed(peer, peer.reuse_hash()).await
+    }
+
+    /// Gatehouse patch: [Self::get_http_session] with `peer.reuse_hash()`
+    /// computed by the caller, who passes the same value to
+    /// [Self::release_http_session_hashed]: one hash of the peer per attempt
+    /// instead of one at the checkout and one at the check-in (patch 90).
+    pub async fn get_http_session_hashed<P: Peer + Send + Sync + 'static>(
+        &self,
+        peer: &P,
+        reuse_hash: u64,
+    ) -> Result<(HttpSession<C::Session>, bool)> {
         let peer_opts = peer.get_peer_options();
 
         // Switch to custom protocol as early as possible
@@ -79,7 +91,7 @@ where
                 return Ok((HttpSession::Custom(session), true));
             }
             // Step 2: Check reuse pool for reused H1 session
-            if let Some(h1) = self.h1.reused_http_session(peer).await {
+            if let Some(h1) = self.h1.reused_http_session_hashed(peer, reuse_hash).await {
                 return Ok((HttpSession::H1(h1), true));
             }
             // Step 3: Try and create a new Custom session
@@ -107,7 +119,7 @@ where
             .get_peer_options()
             .is_none_or(|o| o.alpn.get_max_http_version() == 1);
         if h1_only {
-            let (h1, reused) = self.h1.get_http_session(peer).await?;
+            let (h1, reused) = self.h1.get_http_session_hashed(peer, reuse_hash).await?;
             Ok((HttpSession::H1(h1), reused))
         } else {
             // the peer allows h2, we first check the h2 reuse pool
@@ -123,7 +135,7 @@ where
                 // We next check the reuse pool for h1 before creating a new h2 connection.
                 // This is because the server may not support h2 at all, connections to
                 // the server could all be h1.
-                if let Some(h1) = self.h1.reused_http_session(peer).await {
+                if let Some(h1) = self.h1.reused_http_session_hashed(peer, reuse_hash).await {
                     return Ok((HttpSession::H1(h1), true));
                 }
             }
@@ -138,8 +150,25 @@ where
         peer: &P,
         idle_timeout: Option<Duration>,
     ) {
+        self.release_http_session_hashed(session, peer, peer.reuse_hash(), idle_timeout)
+            .await
+    }
+
+    /// Gatehouse patch: [Self::release_http_session] with the `reuse_hash`
+    /// given to [Self::get_http_session_hashed] (patch 90).
+    pub async fn release_http_session_hashed<P: Peer + Send + Sync + 'static>(
+        &self,
+        session: HttpSession<C::Session>,
+        peer: &P,
+        reuse_hash: u64,
+        idle_timeout: Option<Duration>,
+    ) {
         match session {
-            HttpSession::H1(h1) => self.h1.release_http_session(h1, peer, idle_timeout).await,
+            HttpSession::H1(h1) => {
+                self.h1
+                    .release_http_session_hashed(h1, reuse_hash, idle_timeout)
+                    .await
+            }
             HttpSession::H2(h2) => self.h2.release_http_session(h2, peer, idle_timeout),
             HttpSession::Custom(c) => {
                 self.custom

@@ -36,8 +36,21 @@ impl Connector {
         &self,
         peer: &P,
     ) -> Result<(HttpSession, bool)> {
+        self.get_http_session_hashed(peer, peer.reuse_hash()).await
+    }
+
+    /// Gatehouse patch: [Self::get_http_session] with `peer.reuse_hash()`
+    /// computed by the caller (patch 90).
+    pub async fn get_http_session_hashed<P: Peer + Send + Sync + 'static>(
+        &self,
+        peer: &P,
+        reuse_hash: u64,
+    ) -> Result<(HttpSession, bool)> {
         // Gatehouse patch: the read timer comes back with a pooled stream.
-        let (stream, timer, reused) = self.transport.get_stream_and_timer(peer).await?;
+        let (stream, timer, reused) = self
+            .transport
+            .get_stream_and_timer(peer, reuse_hash)
+            .await?;
         let mut http = HttpSession::new_with_options(stream, peer);
         http.set_head_read_timer(timer);
         Ok((http, reused))
@@ -47,7 +60,21 @@ impl Connector {
         &self,
         peer: &P,
     ) -> Option<HttpSession> {
-        let (stream, timer) = self.transport.reused_stream_and_timer(peer).await?;
+        self.reused_http_session_hashed(peer, peer.reuse_hash())
+            .await
+    }
+
+    /// Gatehouse patch: [Self::reused_http_session] with `peer.reuse_hash()`
+    /// computed by the caller (patch 90).
+    pub async fn reused_http_session_hashed<P: Peer + Send + Sync + 'static>(
+        &self,
+        peer: &P,
+        reuse_hash: u64,
+    ) -> Option<HttpSession> {
+        let (stream, timer) = self
+            .transport
+            .reused_stream_and_timer(peer, reuse_hash)
+            .await?;
         let mut http = HttpSession::new_with_options(stream, peer);
         http.set_head_read_timer(timer);
         Some(http)
@@ -55,8 +82,20 @@ impl Connector {
 
     pub async fn release_http_session<P: Peer + Send + Sync + 'static>(
         &self,
-        mut session: HttpSession,
+        session: HttpSession,
         peer: &P,
+        idle_timeout: Option<Duration>,
+    ) {
+        self.release_http_session_hashed(session, peer.reuse_hash(), idle_timeout)
+            .await
+    }
+
+    /// Gatehouse patch: [Self::release_http_session] with the peer's
+    /// `reuse_hash()` computed by the caller (patch 90).
+    pub async fn release_http_session_hashed(
+        &self,
+        mut session: HttpSession,
+        reuse_hash: u64,
         idle_timeout: Option<Duration>,
     ) {
         session.respect_keepalive();
@@ -64,7 +103,7 @@ impl Connector {
         let timer = session.take_head_read_timer();
         if let Some(stream) = session.reuse().await {
             self.transport
-                .release_stream_and_timer(stream, timer, peer.reuse_hash(), idle_timeout);
+                .release_stream_and_timer(stream, timer, reuse_hash, idle_timeout);
         }
     }
 
