@@ -20,6 +20,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use pingora::upstreams::peer::{HttpPeer, Peer};
 use pingora_ketama::{Bucket, Continuum};
 
 use crate::config::{Balance, ServerAddr, Upstream};
@@ -50,6 +51,16 @@ pub struct Backend {
     pub(crate) ejected: AtomicBool,
     /// Its `gatehouse_upstream_requests_total` series, by status.
     pub(crate) series: crate::metrics::ServerSeries,
+    /// The reuse hash of its [`plain_peer`] (the key of its idle connections
+    /// in Pingora's keep-alive pool), computed once, not per request.
+    pub(crate) reuse_hash: u64,
+}
+
+/// The peer Gatehouse connects to for a server: plain TCP to `addr`, no SNI.
+/// `proxy::upstream::peer` adds the pool's timeouts, which are not part of
+/// the peer's reuse hash.
+pub(crate) fn plain_peer(addr: SocketAddr) -> Box<HttpPeer> {
+    Box::new(HttpPeer::new(addr, false, String::new()))
 }
 
 impl Backend {
@@ -67,6 +78,7 @@ impl Backend {
             ejected_until: AtomicU64::new(0),
             ejected: AtomicBool::new(false),
             series: Default::default(),
+            reuse_hash: plain_peer(addr).reuse_hash(),
         }
     }
 

@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use http::HeaderValue;
 use pingora::http::{RequestHeader, ResponseHeader};
+use smallvec::SmallVec;
 
 use super::buffer::BufferedBody;
 use crate::compression::Encoder;
@@ -28,8 +29,9 @@ pub struct Ctx {
     pub peer_ip: Option<IpAddr>,
     pub client_ip: Option<IpAddr>,
     pub pool: Option<Arc<Pool>>,
-    /// Servers already tried for this request.
-    pub tried: Vec<SocketAddr>,
+    /// Servers already tried for this request (inline up to two: no
+    /// allocation for the usual one attempt or one retry).
+    pub tried: SmallVec<[SocketAddr; 2]>,
     /// Whether a server took the request and then failed the exchange.
     pub exchange_failed: bool,
     pub in_flight: Option<InFlight>,
@@ -72,7 +74,7 @@ impl Ctx {
             peer_ip: None,
             client_ip: None,
             pool: None,
-            tried: Vec::new(),
+            tried: SmallVec::new(),
             exchange_failed: false,
             in_flight: None,
             outcome_recorded: false,

@@ -41,7 +41,7 @@ use bytes::Bytes;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::protocols::http::ServerSession;
 use pingora::proxy::{FailToProxy, ProxyHttp, ResponseBuffering, Session};
-use pingora::upstreams::peer::HttpPeer;
+use pingora::upstreams::peer::{HttpPeer, Peer};
 use pingora::{Error, ErrorSource, ErrorType};
 use tokio::sync::Semaphore;
 
@@ -236,10 +236,17 @@ impl ProxyHttp for Gatehouse {
         };
         ctx.tried.push(backend.addr);
         let peer = upstream::peer(&backend, &pool.config);
+        debug_assert_eq!(peer.reuse_hash(), backend.reuse_hash, "cached reuse hash");
         ctx.in_flight = Some(InFlight::new(backend));
         ctx.outcome_recorded = false;
         ctx.upstream_start = Some(Instant::now());
-        Ok(Box::new(peer))
+        Ok(peer)
+    }
+
+    /// The server's reuse hash, kept with it ([`crate::pool::Backend`]):
+    /// Pingora need not hash the peer per request (vendor patch 90).
+    fn upstream_peer_reuse_hash(&self, _peer: &HttpPeer, ctx: &Ctx) -> Option<u64> {
+        ctx.in_flight.as_ref().map(|f| f.backend().reuse_hash)
     }
 
     fn fail_to_connect(

@@ -13,9 +13,10 @@ use crate::metrics;
 use crate::pool::passive::Outcome;
 use crate::pool::Backend;
 
-/// The peer for one attempt on `backend`, with the pool's timeouts.
-pub(crate) fn peer(backend: &Backend, cfg: &Upstream) -> HttpPeer {
-    let mut peer = HttpPeer::new(backend.addr, false, String::new());
+/// The peer for one attempt on `backend`, with the pool's timeouts (boxed
+/// as it is made: Pingora takes it boxed, and the peer is large).
+pub(crate) fn peer(backend: &Backend, cfg: &Upstream) -> Box<HttpPeer> {
+    let mut peer = crate::pool::plain_peer(backend.addr);
     peer.options.connection_timeout = Some(cfg.connect_timeout);
     peer.options.read_timeout = Some(cfg.read_timeout);
     peer.options.write_timeout = Some(cfg.write_timeout);
