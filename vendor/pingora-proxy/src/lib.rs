@@ -563,7 +563,7 @@ where
             }
             session
                 .downstream_session
-                .finish()
+                .finish_boxed() // Gatehouse patch 91: finished in its box
                 .await
                 .ok()
                 .flatten()
@@ -1282,7 +1282,7 @@ where
                     }
                     return session
                         .downstream_session
-                        .finish()
+                        .finish_boxed() // Gatehouse patch 91: finished in its box
                         .await
                         .ok()
                         .flatten()
@@ -1480,7 +1480,7 @@ where
             }
             session
                 .downstream_session
-                .finish()
+                .finish_boxed() // Gatehouse patch 91: finished in its box
                 .await
                 .ok()
                 .flatten()

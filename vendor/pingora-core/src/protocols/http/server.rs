@@ -302,6 +302,25 @@ impl Session {
         }
     }
 
+    /// Gatehouse patch: [Self::finish] of a boxed session (patch 91).
+    ///
+    /// An HTTP/1.x session is finished in its box and moved out only to be
+    /// taken apart for reuse: `finish(self)` moved the whole session (the
+    /// HTTP/1.x one is about 700 bytes) out of the box, into its future and
+    /// into a local, several copies per request.
+    pub async fn finish_boxed(mut self: Box<Self>) -> Result<Option<ReusableHttpStream>> {
+        if let Self::H1(s) = &mut *self {
+            // need to flush body due to buffering
+            s.finish_body().await?;
+        } else {
+            return (*self).finish().await;
+        }
+        match *self {
+            Self::H1(s) => s.reuse().await,
+            _ => Ok(None), // not reached: an H1 session stays one
+        }
+    }
+
     /// Callback for cleanup logic on downstream specifically when we fail to proxy the session
     /// other than cleanup via finish().
     ///
