@@ -698,7 +698,7 @@ pub struct Stream {
     offload_wait_duration: Option<Duration>,
     /// The distributed tracing object for this stream
     pub tracer: Option<Tracer>,
-    read_pending_time: AccumulatedDuration,
+    // Gatehouse patch 92: no `read_pending_time` (see `get_read_pending_time`).
     write_pending_time: AccumulatedDuration,
     /// Last rx timestamp associated with the last recvmsg call.
     pub rx_ts: Option<SystemTime>,
@@ -840,7 +840,6 @@ impl From<TcpStream> for Stream {
             proxy_digest: None,
             socket_digest: None,
             tracer: None,
-            read_pending_time: AccumulatedDuration::new(),
             write_pending_time: AccumulatedDuration::new(),
             rx_ts: None,
         }
@@ -863,7 +862,6 @@ impl From<virt::VirtualSocketStream> for Stream {
             proxy_digest: None,
             socket_digest: None,
             tracer: None,
-            read_pending_time: AccumulatedDuration::new(),
             write_pending_time: AccumulatedDuration::new(),
             rx_ts: None,
         }
@@ -887,7 +885,6 @@ impl From<UnixStream> for Stream {
             proxy_digest: None,
             socket_digest: None,
             tracer: None,
-            read_pending_time: AccumulatedDuration::new(),
             write_pending_time: AccumulatedDuration::new(),
             rx_ts: None,
         }
@@ -975,8 +972,12 @@ impl GetTimingDigest for Stream {
         digest
     }
 
+    /// Gatehouse patch 92: not kept, always zero. Keeping it took two clock
+    /// reads for every read that had to wait (each request's head, each
+    /// upstream answer), and neither Pingora's proxy nor Gatehouse reads it
+    /// (the write side, which the proxy reads, is kept).
     fn get_read_pending_time(&self) -> Duration {
-        self.read_pending_time.total
+        Duration::ZERO
     }
 
     fn get_write_pending_time(&self) -> Duration {
@@ -1062,7 +1063,6 @@ impl AsyncRead for Stream {
         } else {
             Pin::new(&mut self.stream_mut()).poll_read(cx, buf)
         };
-        self.read_pending_time.poll_time(&result);
         self.rx_ts = self.stream().get_ref().rx_ts;
         result
     }
