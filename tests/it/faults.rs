@@ -911,3 +911,139 @@ async fn stale_keepalive_get_is_retried_with_a_single_server() {
         failures.len()
     );
 }
+
+/// A client that hangs up while the server is still working on its answer
+/// ends the exchange at once: Gatehouse closes the upstream connection (the
+/// server sees its end long before `read_timeout`) and keeps no connection
+/// with an answer still to come for another request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_hangs_up_ends_the_upstream_exchange_at_once() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (got_tx, got_rx) = tokio::sync::oneshot::channel();
+    let server = tokio::spawn(async move {
+        // The connection that carries `/slow` (anything else is not answered).
+        let mut stream = loop {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut buf = Vec::new();
+            if let Some((_, path, _)) = read_request(&mut s, &mut buf).await {
+                if path == "/slow" {
+                    break s;
+                }
+            }
+        };
+        let _ = got_tx.send(());
+        let t = Instant::now();
+        let mut sink = [0u8; 4096];
+        // No answer; wait for Gatehouse's end of the connection (EOF or reset).
+        while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+        t.elapsed()
+    });
+    let gh = start(&[addr.to_string()], "read_timeout = \"30s\"").await;
+
+    let mut client = TcpStream::connect(gh.http_addr()).await.unwrap();
+    client
+        .write_all(b"GET /api/slow HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), got_rx)
+        .await
+        .expect("the request did not reach the server")
+        .unwrap();
+    drop(client);
+
+    let closed_after = tokio::time::timeout(Duration::from_secs(10), server)
+        .await
+        .expect("the upstream connection stayed open after the client hung up")
+        .unwrap();
+    assert!(
+        closed_after < Duration::from_secs(5),
+        "upstream connection closed {closed_after:?} after the client hung up"
+    );
+}
+
+/// A client that hangs up while its (buffered) upload is still being written
+/// to a server that does not read it: Gatehouse gives up the write at once.
+/// The hang-up is seen long before `write_timeout`, and the server then gets
+/// less than the body and the end of the connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_hangs_up_during_the_upload_ends_the_write_at_once() {
+    const BODY: usize = 8 * 1024 * 1024;
+    // A small receive buffer: the write of an 8 MiB body waits for the
+    // server long before its end (loopback send buffers are 4 MiB at most).
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(16 * 1024).unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(16).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (head_tx, head_rx) = tokio::sync::oneshot::channel();
+    let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        // The head only, byte by byte, then nothing until told.
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            assert_eq!(s.read(&mut byte).await.unwrap(), 1, "closed in the head");
+            head.push(byte[0]);
+        }
+        let _ = head_tx.send(());
+        let _ = go_rx.await;
+        // Then all that came, to Gatehouse's end of the connection.
+        let mut got = 0usize;
+        let mut buf = vec![0u8; 64 * 1024];
+        while let Ok(n @ 1..) = s.read(&mut buf).await {
+            got += n;
+        }
+        got
+    });
+    let gh = Gatehouse::builder(common::HTTP_PLAIN)
+        .append(common::ADMIN)
+        .append(&format!(
+            "[[route]]\nprefix = \"/api/\"\nupstream = \"api\"\n\n[upstream.api]\nservers = [\"{addr}\"]\nwrite_timeout = \"60s\"\nread_timeout = \"60s\"\n"
+        ))
+        .start()
+        .await;
+    let hang_ups = || async {
+        gh.metric(
+            "gatehouse_client_disconnects_total",
+            &[("phase", "request")],
+        )
+        .await
+        .unwrap_or(0.0)
+    };
+    let before = hang_ups().await;
+
+    let mut client = TcpStream::connect(gh.http_addr()).await.unwrap();
+    client
+        .write_all(
+            format!("POST /api/up HTTP/1.1\r\nHost: a\r\nContent-Length: {BODY}\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .unwrap();
+    client.write_all(&vec![b'x'; BODY]).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), head_rx)
+        .await
+        .expect("the request did not reach the server")
+        .unwrap();
+    drop(client);
+
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            hang_ups().await > before
+        })
+        .await,
+        "the hang-up was not seen while the body was written\n{}",
+        gh.stderr()
+    );
+    go_tx.send(()).unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(10), server)
+        .await
+        .expect("the upstream connection stayed open after the client hung up")
+        .unwrap();
+    assert!(
+        got < BODY,
+        "the whole body ({got} bytes) was sent after the hang-up"
+    );
+}

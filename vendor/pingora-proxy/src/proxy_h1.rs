@@ -118,7 +118,8 @@ where
             return (false, true, Some(e));
         }
 
-        session.set_upstream_h1_upgrade_request_status(is_h1_upgrade_req(&req));
+        let upstream_upgrade_req = is_h1_upgrade_req(&req);
+        session.set_upstream_h1_upgrade_request_status(upstream_upgrade_req);
 
         session.upstream_compression.request_filter(&req);
 
@@ -128,6 +129,19 @@ where
             Ok(_) => { /* Continue */ }
             Err(e) => {
                 return (false, false, Some(e.into_up()));
+            }
+        }
+
+        session.as_mut().enable_retry_buffering();
+
+        // Gatehouse patch: the common exchange (HTTP/1.x client, no cache, no
+        // upgrade, request body complete) runs in this future with no pipes;
+        // an answer not read whole at once goes on in the two halves below.
+        let mut handoff = None;
+        if !upstream_upgrade_req && Self::simple_exchange(session) {
+            match self.proxy_1to1_simple(session, client_session, ctx).await {
+                SimpleExchange::Done(result) => return result,
+                SimpleExchange::Handoff(h) => handoff = Some(h),
             }
         }
 
@@ -160,13 +174,12 @@ where
         let (tx_upstream, rx_upstream) = mpsc::channel::<HttpTask>(pipe_tasks);
         let (tx_downstream, rx_downstream) = mpsc::channel::<HttpTask>(TASK_BUFFER_SIZE);
 
-        session.as_mut().enable_retry_buffering();
-
         // Shared signal so the upstream half can distinguish an expected task-pipe
         // closure (the downstream half finished and dropped rx) from an unexpected one.
         let pipe_state = Arc::new(AtomicU8::new(PipeState::Active as u8));
 
         // start bi-directional streaming
+        let body_sent = handoff.is_some();
         let ret = tokio::try_join!(
             self.proxy_handle_downstream(
                 session,
@@ -176,6 +189,7 @@ where
                 &mut downstream_custom_message_writer,
                 &mut downstream_custom_message_reader,
                 pipe_state.clone(),
+                body_sent,
             ),
             self.proxy_handle_upstream(
                 client_session,
@@ -184,6 +198,7 @@ where
                 pipe_state,
                 budget,
                 upgraded_timeout,
+                handoff,
             ),
         );
 
@@ -214,6 +229,156 @@ where
             }
             Err(e) => (false, false, Some(e)),
         }
+    }
+
+    /// Gatehouse patch: whether `proxy_1to1_simple` may run the exchange: an
+    /// HTTP/1.x client whose request is not an upgrade and whose body is
+    /// complete (none, or read whole by the application), no cache.
+    fn simple_exchange(session: &mut Session) -> bool {
+        let downstream = &session.downstream_session;
+        downstream.as_http1().is_some()
+            && !downstream.supports_proxy_task_api()
+            && !downstream.is_upgrade_req()
+            && !session.cache.enabled()
+            && !session.cache.bypassing()
+            && session.as_mut().is_body_done()
+    }
+
+    /// Gatehouse patch: the common HTTP/1.x exchange in one future, without
+    /// the two halves of `proxy_handle_downstream` / `proxy_handle_upstream`
+    /// and their pipes (issue 13: ~a fifth of the instructions of a proxied
+    /// request went to that machinery).
+    ///
+    /// The request body goes through the same filters (`request_body_task`)
+    /// and the same write (`send_body_to1`) as in the two halves; then the
+    /// answer's tasks are read. While the body is written (when the write
+    /// waits) and while the answer is awaited, the client is watched as there
+    /// (`read_body_or_idle`: a client that goes away ends the exchange). When
+    /// the whole answer was read at once (its end within `TASK_BUFFER_SIZE`
+    /// tasks that were ready), the tasks go through the same filters and
+    /// write (`filter_and_write_upstream_tasks`). Otherwise the tasks read so
+    /// far are handed to the two halves (`SimpleExchange::Handoff`), which go
+    /// on as usual (the answer read at the server's pace into the pipe, within
+    /// the response budget, while a slow client takes it).
+    async fn proxy_1to1_simple(
+        &self,
+        session: &mut Session,
+        client_session: &mut HttpSessionV1,
+        ctx: &mut SV::CTX,
+    ) -> SimpleExchange
+    where
+        SV: ProxyHttp + Send + Sync,
+        SV::CTX: Send + Sync,
+    {
+        // The body, as the downstream half sends it (the retry buffer, or
+        // what `request_body_filter` supplies) and the upstream half writes it.
+        let mut upstream_can_reuse = true;
+        let mut send_error = None;
+        let mut idle = true;
+        let buffer = session.as_ref().get_retry_buffer();
+        match self.request_body_task(session, buffer, true, ctx).await {
+            Ok((Some(task), _)) => {
+                let send = send_body_to1(client_session, Some(task));
+                tokio::pin!(send);
+                // Usually done at once (no body, or one the socket takes);
+                // otherwise the client is watched while the server takes it.
+                let sent = match (&mut send).now_or_never() {
+                    Some(r) => r,
+                    None => loop {
+                        tokio::select! {
+                            biased;
+                            r = session.downstream_session.read_body_or_idle(true), if idle => match r {
+                                Err(e) => return SimpleExchange::Done((false, false, Some(e.into_down()))),
+                                Ok(_) => idle = false,
+                            },
+                            r = &mut send => break r,
+                        }
+                    },
+                };
+                if let Err(e) = sent {
+                    // As the upstream half: a complete answer can still be
+                    // forwarded, but the connection is not reused.
+                    warn!("send error, draining read buf: {e}");
+                    upstream_can_reuse = false;
+                    send_error = Some(e);
+                }
+            }
+            Ok((None, _)) => {}
+            Err(e) => return SimpleExchange::Done((false, false, Some(e))),
+        }
+
+        // The first task of the answer, while watching the client.
+        let mut res = loop {
+            tokio::select! {
+                biased;
+                r = session.downstream_session.read_body_or_idle(true), if idle => match r {
+                    Err(e) => return SimpleExchange::Done((false, false, Some(e.into_down()))),
+                    Ok(_) => idle = false,
+                },
+                r = client_session.read_response_task() => break r,
+            }
+        };
+
+        // Then what is ready of the rest.
+        let mut tasks = Vec::with_capacity(TASK_BUFFER_SIZE);
+        loop {
+            match res {
+                Ok(task) => {
+                    let end = task.is_end();
+                    tasks.push(task);
+                    if end {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    // As the upstream half: the error goes downstream after the
+                    // tasks before it; the connection is not reused.
+                    tasks.push(HttpTask::Failed(send_error.take().unwrap_or(e).into_up()));
+                    upstream_can_reuse = false;
+                    break;
+                }
+            }
+            let ready = if tasks.len() < TASK_BUFFER_SIZE {
+                // unconstrained: a spent coop budget would make a ready read look pending
+                tokio::task::unconstrained(client_session.read_response_task()).now_or_never()
+            } else {
+                None
+            };
+            match ready {
+                Some(r) => res = r,
+                None => {
+                    return SimpleExchange::Handoff(Handoff {
+                        tasks,
+                        upstream_can_reuse,
+                        send_error,
+                    })
+                }
+            }
+        }
+
+        let mut serve_from_cache = ServeFromCache::new();
+        let mut range_body_filter = RangeBodyFilter::new();
+        let mut response_state = ResponseStateMachine::new();
+        if let Err(e) = self
+            .filter_and_write_upstream_tasks(
+                session,
+                ctx,
+                tasks,
+                &mut serve_from_cache,
+                &mut range_body_filter,
+                &mut response_state,
+            )
+            .await
+        {
+            return SimpleExchange::Done((false, false, Some(e)));
+        }
+
+        let mut reuse_downstream = true;
+        if let Err(e) = session.as_mut().finish_body().await {
+            error!("Error finish sending body to downstream: {}", e);
+            reuse_downstream = false;
+        }
+        SimpleExchange::Done((reuse_downstream, upstream_can_reuse, None))
     }
 
     pub(crate) async fn proxy_to_h1_upstream(
@@ -278,6 +443,7 @@ where
         pipe_state: Arc<AtomicU8>,
         budget: Option<Arc<crate::response_budget::ResponseBudget>>,
         upgraded_timeout: Option<Duration>,
+        handoff: Option<Handoff>,
     ) -> Result<bool>
     where
         SV: ProxyHttp + Send + Sync,
@@ -288,11 +454,25 @@ where
         let mut upstream_can_reuse = true;
         let mut send_error = None;
         let mut upgraded = false;
+        // Gatehouse patch: taking over from `proxy_1to1_simple`, which sent the
+        // request body and read the first tasks of the answer.
+        let mut read_ahead = None;
+        if let Some(h) = handoff {
+            request_done = true;
+            upstream_can_reuse = h.upstream_can_reuse;
+            send_error = h.send_error;
+            read_ahead = Some(h.tasks.into_iter());
+        }
 
         /* duplex mode, wait for either to complete */
         while !request_done || !response_done {
             tokio::select! {
-                res = client_session.read_response_task(), if !response_done => {
+                res = async {
+                    match read_ahead.as_mut().and_then(Iterator::next) {
+                        Some(task) => Ok(task),
+                        None => client_session.read_response_task().await,
+                    }
+                }, if !response_done => {
                     match res {
                         Ok(task) => {
                             response_done = task.is_end();
@@ -437,9 +617,39 @@ where
             }
         }
 
+        self.filter_and_write_upstream_tasks(
+            session,
+            ctx,
+            tasks,
+            serve_from_cache,
+            range_body_filter,
+            response_state,
+        )
+        .await
+    }
+
+    /// The filters of `process_upstream_tasks` over a batch of upstream
+    /// tasks, then the write downstream.
+    ///
+    /// Gatehouse patch: split out of `process_upstream_tasks` for
+    /// `proxy_1to1_simple`; the batch is filtered in place (no second `Vec`).
+    async fn filter_and_write_upstream_tasks(
+        &self,
+        session: &mut Session,
+        ctx: &mut SV::CTX,
+        mut tasks: Vec<HttpTask>,
+        serve_from_cache: &mut ServeFromCache,
+        range_body_filter: &mut proxy_cache::range_filter::RangeBodyFilter,
+        response_state: &mut ResponseStateMachine,
+    ) -> Result<Option<bool>>
+    where
+        SV: ProxyHttp + Send + Sync,
+        SV::CTX: Send + Sync,
+    {
         /* run filters before sending to downstream */
-        let mut filtered_tasks = Vec::with_capacity(TASK_BUFFER_SIZE);
-        for mut t in tasks {
+        let mut filtered = 0;
+        while filtered < tasks.len() {
+            let mut t = std::mem::replace(&mut tasks[filtered], HttpTask::Done);
             if self.revalidate_or_stale(session, &mut t, ctx).await {
                 serve_from_cache.enable();
                 response_state.enable_cached_response();
@@ -468,15 +678,17 @@ where
                     return Err(e);
                 }
             }
-            filtered_tasks.push(task);
+            tasks[filtered] = task;
+            filtered += 1;
         }
+        tasks.truncate(filtered);
 
         if !serve_from_cache.should_send_to_downstream() {
             // TODO: need to derive response_done from filtered_tasks in case downstream failed already
             return Ok(None);
         }
 
-        let response_done = session.write_response_tasks(filtered_tasks).await?;
+        let response_done = session.write_response_tasks(tasks).await?;
 
         Ok(Some(response_done))
     }
@@ -495,6 +707,7 @@ where
             Box<dyn futures::Stream<Item = Result<Bytes>> + Unpin + Send + Sync + 'static>,
         >,
         pipe_state: Arc<AtomicU8>,
+        body_sent: bool,
     ) -> Result<bool>
     where
         SV: ProxyHttp + Send + Sync,
@@ -523,12 +736,19 @@ where
 
         let mut downstream_state = DownstreamStateMachine::new(session.as_mut().is_body_done());
 
-        let buffer = session.as_ref().get_retry_buffer();
+        // Gatehouse patch: `body_sent`: `proxy_1to1_simple` sent the whole body.
+        let buffer = if body_sent {
+            None
+        } else {
+            session.as_ref().get_retry_buffer()
+        };
 
         // retry, send buffer if it exists or body empty
         // Gatehouse patch: also when the application read the whole body before
         // proxying (request buffering): `request_body_filter` then supplies it.
-        if buffer.is_some() || session.as_mut().is_body_empty() || downstream_state.is_done() {
+        if !body_sent
+            && (buffer.is_some() || session.as_mut().is_body_empty() || downstream_state.is_done())
+        {
             let send_permit = tx
                 .reserve()
                 .await
@@ -1071,11 +1291,37 @@ where
     async fn send_body_to_pipe(
         &self,
         session: &mut Session,
-        mut data: Option<Bytes>,
+        data: Option<Bytes>,
         end_of_body: bool,
         tx: mpsc::Permit<'_, HttpTask>,
         ctx: &mut SV::CTX,
     ) -> Result<bool>
+    where
+        SV: ProxyHttp + Send + Sync,
+        SV::CTX: Send + Sync,
+    {
+        let (task, end_of_body) = self
+            .request_body_task(session, data, end_of_body, ctx)
+            .await?;
+        if let Some(task) = task {
+            tx.send(task);
+        }
+        Ok(end_of_body)
+    }
+
+    /// The request body filters over one piece of the downstream body, and
+    /// the task that carries the result upstream (`None`: nothing to send);
+    /// also whether the downstream body is done.
+    ///
+    /// Gatehouse patch: split out of `send_body_to_pipe` for
+    /// `proxy_1to1_simple`.
+    async fn request_body_task(
+        &self,
+        session: &mut Session,
+        mut data: Option<Bytes>,
+        end_of_body: bool,
+        ctx: &mut SV::CTX,
+    ) -> Result<(Option<HttpTask>, bool)>
     where
         SV: ProxyHttp + Send + Sync,
         SV::CTX: Send + Sync,
@@ -1104,7 +1350,7 @@ where
          * Don't write 0 bytes to the network since it will be
          * treated as the terminating chunk */
         if !upstream_end_of_body && data.as_ref().is_some_and(|d| d.is_empty()) {
-            return Ok(false);
+            return Ok((None, false));
         }
 
         debug!(
@@ -1113,14 +1359,31 @@ where
         );
 
         // upgraded body needs to be marked
-        if session.was_upgraded() {
-            tx.send(HttpTask::UpgradedBody(data, upstream_end_of_body));
+        let task = if session.was_upgraded() {
+            HttpTask::UpgradedBody(data, upstream_end_of_body)
         } else {
-            tx.send(HttpTask::Body(data, upstream_end_of_body));
-        }
+            HttpTask::Body(data, upstream_end_of_body)
+        };
 
-        Ok(end_of_body)
+        Ok((Some(task), end_of_body))
     }
+}
+
+/// Gatehouse patch: how `proxy_1to1_simple` ended.
+enum SimpleExchange {
+    /// The exchange is over: (reuse downstream, reuse upstream, error).
+    Done((bool, bool, Option<Box<Error>>)),
+    /// The answer goes on in the two halves.
+    Handoff(Handoff),
+}
+
+/// Gatehouse patch: what the upstream half takes over from
+/// `proxy_1to1_simple`: the request is sent, these tasks of the answer are
+/// read (none of them its end).
+struct Handoff {
+    tasks: Vec<HttpTask>,
+    upstream_can_reuse: bool,
+    send_error: Option<Box<Error>>,
 }
 
 pub(crate) async fn send_body_to1(
