@@ -93,7 +93,10 @@ where
             final_flush_done: false,
             encoder: Encoder {
                 hpack: hpack::Encoder::default(),
-                buf: Cursor::new(BytesMut::with_capacity(DEFAULT_BUFFER_CAPACITY)),
+                // Gatehouse patch: the write buffer is taken when a frame is
+                // buffered and given back once a flush has written it all
+                // (`release_buf`), so an idle connection holds none of it.
+                buf: Cursor::new(BytesMut::new()),
                 next: None,
                 last_data_frame: None,
                 max_frame_size: frame::DEFAULT_MAX_FRAME_SIZE,
@@ -169,6 +172,9 @@ where
             }
         }
 
+        // Gatehouse patch: everything buffered has been written.
+        self.encoder.release_buf();
+
         tracing::trace!("flushing buffer");
         // Flush the upstream
         ready!(Pin::new(&mut self.inner).poll_flush(cx))?;
@@ -220,9 +226,24 @@ where
         }
     }
 
+    /// Gatehouse patch: gives the write buffer's memory back when it holds
+    /// nothing (after a flush wrote it all); `buffer` takes it again.
+    fn release_buf(&mut self) {
+        if self.next.is_none()
+            && self.buf.get_ref().is_empty()
+            && self.buf.get_ref().capacity() != 0
+        {
+            self.buf = Cursor::new(BytesMut::new());
+        }
+    }
+
     fn buffer(&mut self, item: Frame<B>) -> Result<(), UserError> {
         // Ensure that we have enough capacity to accept the write.
         assert!(self.has_capacity());
+        // Gatehouse patch: the buffer released by `release_buf`.
+        if self.buf.get_ref().capacity() == 0 {
+            self.buf.get_mut().reserve(DEFAULT_BUFFER_CAPACITY);
+        }
         let span = tracing::trace_span!("FramedWrite::buffer", frame = ?item);
         let _e = span.enter();
 
@@ -307,9 +328,12 @@ where
     }
 
     fn has_capacity(&self) -> bool {
+        // Gatehouse patch: a released buffer (no capacity) has room: `buffer`
+        // takes a new one.
         self.next.is_none()
-            && (self.buf.get_ref().capacity() - self.buf.get_ref().len()
-                >= self.min_buffer_capacity)
+            && (self.buf.get_ref().capacity() == 0
+                || self.buf.get_ref().capacity() - self.buf.get_ref().len()
+                    >= self.min_buffer_capacity)
     }
 
     fn is_empty(&self) -> bool {
