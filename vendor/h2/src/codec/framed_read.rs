@@ -439,6 +439,7 @@ where
                     // already split off keep their own bytes alive.
                     if self.inner.read_buffer().is_empty() {
                         *self.inner.read_buffer_mut() = BytesMut::new();
+                        self.decoder.hpack.release_buffer();
                     }
                     return Poll::Pending;
                 }

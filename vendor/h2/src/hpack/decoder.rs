@@ -158,7 +158,17 @@ impl Decoder {
             max_size_update: None,
             last_max_update: size,
             table: Table::new(size),
-            buffer: BytesMut::with_capacity(4096),
+            // Gatehouse patch: taken at the first Huffman-coded string and
+            // given back by `release_buffer` (an idle connection holds none).
+            buffer: BytesMut::new(),
+        }
+    }
+
+    /// Gatehouse patch: gives back the Huffman scratch buffer's memory. Strings
+    /// already decoded from it keep their own bytes alive.
+    pub fn release_buffer(&mut self) {
+        if self.buffer.capacity() != 0 {
+            self.buffer = BytesMut::new();
         }
     }
 
@@ -214,8 +224,9 @@ impl Decoder {
                     can_resize = false;
                     let entry = self.decode_literal(src, true)?;
 
-                    // Insert the header into the table
-                    self.table.insert(entry.clone());
+                    // Insert the header into the table. Gatehouse patch: a
+                    // copy that does not share the frame's buffer.
+                    self.table.insert(entry.clone().detached());
                     consume(src);
 
                     if f(entry).is_break() {
@@ -333,6 +344,10 @@ impl Decoder {
 
         let offset = (buf.position() - old_pos) as usize;
         if huff {
+            // Gatehouse patch: the buffer given back by `release_buffer`.
+            if self.buffer.capacity() == 0 {
+                self.buffer.reserve(4096);
+            }
             let ret = {
                 let raw = &buf.chunk()[..len];
                 huffman::decode(raw, &mut self.buffer).map(|buf| StringMarker {

@@ -102,6 +102,22 @@ impl Header {
         }
     }
 
+    /// Gatehouse patch: the header with its own copy of a pseudo-header's
+    /// value. A decoded `:authority`, `:scheme`, `:path` or `:protocol` is a
+    /// slice of the frame that carried it (the connection's read buffer or
+    /// the HPACK decoder's Huffman buffer); kept in the dynamic table, it
+    /// would keep that whole buffer alive for the connection's life. Other
+    /// fields are already copies (`HeaderValue::from_bytes`).
+    pub fn detached(self) -> Header {
+        match self {
+            Header::Authority(v) => Header::Authority(BytesStr::from(v.as_str())),
+            Header::Scheme(v) => Header::Scheme(BytesStr::from(v.as_str())),
+            Header::Path(v) => Header::Path(BytesStr::from(v.as_str())),
+            Header::Protocol(v) => Header::Protocol(Protocol::from(v.as_str())),
+            other => other,
+        }
+    }
+
     pub fn len(&self) -> usize {
         match *self {
             Header::Field {
