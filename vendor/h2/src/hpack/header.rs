@@ -118,6 +118,23 @@ impl Header {
         }
     }
 
+    /// Gatehouse patch: `detached`, and a field's value copied too. A value
+    /// given to the encoder may be a slice of a larger buffer (a proxy's
+    /// upstream response head); kept in the encoder's dynamic table, it
+    /// would keep that buffer alive for the connection's life.
+    pub fn detached_all(self) -> Header {
+        match self {
+            Header::Field { name, value } => {
+                let mut copy =
+                    HeaderValue::from_maybe_shared(Bytes::copy_from_slice(value.as_bytes()))
+                        .unwrap_or_else(|_| value.clone());
+                copy.set_sensitive(value.is_sensitive());
+                Header::Field { name, value: copy }
+            }
+            other => other.detached(),
+        }
+    }
+
     pub fn len(&self) -> usize {
         match *self {
             Header::Field {

@@ -339,7 +339,9 @@ impl Table {
 
         self.slots.push_front(Slot {
             hash,
-            header,
+            // Gatehouse patch: the table keeps its own copy of the value (see
+            // `Header::detached_all`).
+            header: header.detached_all(),
             next: None,
         });
     }
