@@ -406,6 +406,12 @@ impl<'a> Ptr<'a> {
         // Remove the stream state
         let stream = self.store.slab.remove(self.key.index.0 as usize);
         assert_eq!(stream.id, self.key.stream_id);
+        // Gatehouse patch: the last stream gone, the slab's memory (room for
+        // four streams, about 1.3 KiB) is given back; an idle connection holds
+        // none of it.
+        if self.store.slab.is_empty() {
+            self.store.slab = slab::Slab::new();
+        }
         stream.id
     }
 
