@@ -319,13 +319,11 @@ impl HttpSession {
                         for header in header_refs {
                             // Gatehouse patch: the name is parsed from the buffer;
                             // no copy of its spelling is kept (pingora-http patch).
-                            let header_name =
-                                match http::HeaderName::from_bytes(header.get_name(&buf))
-                                    .or_err(InvalidHTTPHeader, "invalid header name")
-                                {
-                                    Ok(name) => name,
-                                    Err(e) => return self.fail_response_header_read(e),
-                                };
+                            // Common names are recognized as spelled.
+                            let header_name = match header_name_from_wire(header.get_name(&buf)) {
+                                Ok(name) => name,
+                                Err(e) => return self.fail_response_header_read(e),
+                            };
                             let value_bytes = header.get_value_bytes(&buf);
                             let header_value = pingora_http::header_value_from_raw(value_bytes);
                             // Gatehouse patch: the error is wrapped only when there is

@@ -413,8 +413,8 @@ impl HttpSession {
                         for header in header_refs {
                             // Gatehouse patch: the name is parsed from the buffer;
                             // no copy of its spelling is kept (pingora-http patch).
-                            let header_name = http::HeaderName::from_bytes(header.get_name(&buf))
-                                .or_err(InvalidHTTPHeader, "invalid header name")?;
+                            // Common names are recognized as spelled.
+                            let header_name = header_name_from_wire(header.get_name(&buf))?;
                             let value_bytes = header.get_value_bytes(&buf);
                             // safe because this is from what we parsed
                             let header_value = unsafe {
