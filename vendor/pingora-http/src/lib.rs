@@ -166,6 +166,43 @@ impl RequestHeader {
         Ok(req)
     }
 
+    /// Gatehouse patch: the same as [Self::build()], with the target given as [Bytes] (a
+    /// slice of the buffer the request head was read into). An origin-form or asterisk-form
+    /// target that is valid UTF-8 becomes the URI without being copied; any other target
+    /// is parsed by [Self::set_raw_path()] as before.
+    ///
+    /// [Bytes]: bytes::Bytes
+    pub fn build_with_shared_target(
+        method: impl TryInto<Method>,
+        path: bytes::Bytes,
+        size_hint: Option<usize>,
+    ) -> Result<Self> {
+        let mut req = Self::new_no_case(size_hint);
+        req.base.method = method
+            .try_into()
+            .explain_err(InvalidHTTPHeader, |_| "invalid method")?;
+        req.set_shared_raw_path(path)?;
+        Ok(req)
+    }
+
+    /// [Self::set_raw_path()] of a shared target (see [Self::build_with_shared_target()]).
+    fn set_shared_raw_path(&mut self, path: bytes::Bytes) -> Result<()> {
+        let round_trips = (matches!(path.first(), Some(b'/' | b'?')) || path.as_ref() == b"*")
+            && !path.contains(&b'#');
+        if !round_trips {
+            return self.set_raw_path(&path);
+        }
+        let Ok(target) = std::str::from_utf8(&path) else {
+            return self.set_raw_path(&path);
+        };
+        // The same parse as `path_and_query_uri`, on the shared bytes.
+        let path_and_query = http::uri::PathAndQuery::from_maybe_shared(path.clone())
+            .explain_err(InvalidHTTPHeader, |_| format!("invalid uri {target}"))?;
+        self.base.uri = Uri::from(path_and_query);
+        self.raw_target = RawTarget::FromUri;
+        Ok(())
+    }
+
     /// Append the header name and value to `self`.
     ///
     /// If there are already some headers under the same name, a new value will be added without
@@ -1272,6 +1309,43 @@ mod tests {
             // version is linked.
             assert_eq!("/", req.uri.path(), "{label}");
         }
+    }
+
+    #[test]
+    fn shared_target_builds_the_same_header() {
+        let shared = |method: &str, target: &[u8]| {
+            RequestHeader::build_with_shared_target(
+                method,
+                bytes::Bytes::copy_from_slice(target),
+                None,
+            )
+        };
+        for target in [
+            &b"/"[..],
+            b"/a/b?c=d&e",
+            b"?q=1",
+            b"*",
+            b"/frag#ment",
+            b"",
+            b"http://host/abs?q=1",
+            b"host:443",
+            b"/caf\xc3\xa9",
+            b"/\xff\xfe",
+        ] {
+            let copied = RequestHeader::build("GET", target, None).unwrap();
+            let shared = shared("GET", target).unwrap();
+            assert_eq!(copied.uri, shared.uri, "{target:?}");
+            assert_eq!(copied.raw_path(), shared.raw_path(), "{target:?}");
+            assert_eq!(copied.raw_target, shared.raw_target, "{target:?}");
+        }
+        for target in [&b"/a b"[..], b"/a\x7f", b"/\"q\""] {
+            assert_eq!(
+                RequestHeader::build("GET", target, None).is_err(),
+                shared("GET", target).is_err(),
+                "{target:?}"
+            );
+        }
+        assert!(shared("G T", b"/").is_err());
     }
 
     #[test]

@@ -375,20 +375,27 @@ impl HttpSession {
                         // while header_refs doesn't as it is still empty
                         let _num_headers = populate_headers(base, &mut header_refs, req.headers);
 
-                        let mut request_header = Box::new(RequestHeader::build(
-                            req.method.unwrap_or(""),
-                            // we path httparse to allow unsafe bytes in the str
-                            req.path.unwrap_or("").as_bytes(),
-                            // Gatehouse patch: room for the headers a proxy adds
-                            // (forwarding headers), so the maps are not regrown.
-                            Some(req.headers.len() + PROXY_HEADER_ROOM),
-                        )?);
-
-                        request_header.set_version(match req.version {
+                        // Gatehouse patch: the method is parsed here and the target
+                        // is taken from the frozen buffer below (the URI then shares
+                        // the buffer instead of copying the target).
+                        let method = http::Method::from_bytes(req.method.unwrap_or("").as_bytes())
+                            .explain_err(InvalidHTTPHeader, |_| "invalid method")?;
+                        // we path httparse to allow unsafe bytes in the str
+                        let path = req.path.unwrap_or("");
+                        let path_range = if path.is_empty() {
+                            0..0
+                        } else {
+                            let start = path.as_ptr() as usize - base;
+                            start..start + path.len()
+                        };
+                        // Gatehouse patch: room for the headers a proxy adds
+                        // (forwarding headers), so the maps are not regrown.
+                        let size_hint = Some(req.headers.len() + PROXY_HEADER_ROOM);
+                        let version = match req.version {
                             Some(1) => Version::HTTP_11,
                             Some(0) => Version::HTTP_10,
                             _ => Version::HTTP_09,
-                        });
+                        };
 
                         // Detach bytes beyond the header in O(1). Keeping them as owned BytesMut
                         // allows body parsing and subsequent pipelined sessions to continue
@@ -409,6 +416,13 @@ impl HttpSession {
                             rest
                         };
                         let buf = buf.freeze();
+
+                        let mut request_header = Box::new(RequestHeader::build_with_shared_target(
+                            method,
+                            buf.slice(path_range),
+                            size_hint,
+                        )?);
+                        request_header.set_version(version);
 
                         for header in header_refs {
                             // Gatehouse patch: the name is parsed from the buffer;
