@@ -860,16 +860,35 @@ fn normalize_field_value(raw: bytes::Bytes) -> bytes::Bytes {
 }
 
 /// Gatehouse patch: every name in Title-Case, computed as it is written (the map holds
-/// names lower-case).
+/// names lower-case). The line break ending the previous field, the name and `": "` go to
+/// `buf` in one write (it was four writes per field, each a small copy).
 #[inline]
 fn header_to_h1_wire(value_map: &HMap, buf: &mut impl BufMut) {
     const CRLF: &[u8; 2] = b"\r\n";
     const HEADER_KV_DELIMITER: &[u8; 2] = b": ";
 
+    let mut head = [0u8; 64];
+    let mut line_open = false;
     for (header, value) in value_map {
-        case_header_name::put_title_case(buf, header.as_str().as_bytes());
-        buf.put_slice(HEADER_KV_DELIMITER);
+        let name = header.as_str().as_bytes();
+        let mut len = 0;
+        if line_open {
+            head[..2].copy_from_slice(CRLF);
+            len = 2;
+        }
+        if name.len() <= head.len() - 4 {
+            len += case_header_name::title_case_into(&mut head[len..], name);
+            head[len..len + 2].copy_from_slice(HEADER_KV_DELIMITER);
+            buf.put_slice(&head[..len + 2]);
+        } else {
+            buf.put_slice(&head[..len]);
+            case_header_name::put_title_case(buf, name);
+            buf.put_slice(HEADER_KV_DELIMITER);
+        }
         buf.put_slice(value.as_ref());
+        line_open = true;
+    }
+    if line_open {
         buf.put_slice(CRLF);
     }
 }
@@ -900,6 +919,40 @@ mod tests {
         let mut buf: Vec<u8> = vec![];
         resp.header_to_h1_wire(&mut buf);
         assert_eq!(buf, b"Foo: Bar\r\n");
+    }
+
+    #[test]
+    fn wire_fields_long_names_and_repeats() {
+        let long = "x-".to_string() + &"a".repeat(70);
+        let mut resp = ResponseHeader::build(200, None).unwrap();
+        resp.append_header("etag", "\"1\"").unwrap();
+        resp.append_header(long.clone(), "v").unwrap();
+        resp.append_header("set-cookie", "a=1").unwrap();
+        resp.append_header("set-cookie", "b=2").unwrap();
+        resp.append_header("x-empty", "").unwrap();
+        let mut buf: Vec<u8> = vec![];
+        resp.header_to_h1_wire(&mut buf);
+        let want = format!(
+            "ETag: \"1\"\r\nX-A{}: v\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\nX-Empty: \r\n",
+            "a".repeat(69)
+        );
+        assert_eq!(String::from_utf8(buf).unwrap(), want);
+        let mut buf: Vec<u8> = vec![];
+        ResponseHeader::build(200, None)
+            .unwrap()
+            .header_to_h1_wire(&mut buf);
+        assert!(buf.is_empty());
+        // 60 bytes: the longest name written through the one buffer.
+        let sixty = "y".repeat(60);
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        req.append_header("a", "1").unwrap();
+        req.append_header(sixty.clone(), "2").unwrap();
+        let mut buf: Vec<u8> = vec![];
+        req.header_to_h1_wire(&mut buf);
+        assert_eq!(
+            String::from_utf8(buf).unwrap(),
+            format!("A: 1\r\nY{}: 2\r\n", "y".repeat(59))
+        );
     }
 
     #[test]
