@@ -69,6 +69,8 @@ pub struct RequestHeader {
     raw_target: RawTarget,
     // whether we send END_STREAM with HEADERS for h2 requests
     send_end_stream: bool,
+    // Gatehouse patch: the framing fields known not to be in `base.headers`.
+    absent: FramingFields,
 }
 
 /// How a request-target is stored, and how [`RequestHeader::raw_path`] recovers it.
@@ -136,6 +138,8 @@ impl RequestHeader {
             base,
             raw_target: RawTarget::FromUri,
             send_end_stream: true,
+            // An empty map has none of them.
+            absent: FramingFields::ALL,
         }
     }
 
@@ -215,7 +219,7 @@ impl RequestHeader {
         let header_value = value
             .try_into()
             .explain_err(InvalidHTTPHeader, |_| "invalid value while append")?;
-        append_header_value(&mut self.base.headers, name, header_value)
+        append_header_value(&mut self.base.headers, &mut self.absent, name, header_value)
     }
 
     /// Insert the header name and value to `self`.
@@ -230,7 +234,7 @@ impl RequestHeader {
         let header_value = value
             .try_into()
             .explain_err(InvalidHTTPHeader, |_| "invalid value while insert")?;
-        insert_header_value(&mut self.base.headers, name, header_value)
+        insert_header_value(&mut self.base.headers, &mut self.absent, name, header_value)
     }
 
     /// Remove all headers under the name
@@ -239,6 +243,15 @@ impl RequestHeader {
         &'a N: 'a + AsHeaderName,
     {
         self.base.headers.remove(name)
+    }
+
+    /// Gatehouse patch: whether the header is known not to have `field`: true only when no
+    /// field of that name was added since the header was built (a header converted from
+    /// [http] parts knows nothing). Lets the HTTP/1 framing checks skip the map lookups of
+    /// fields a message does not carry; `false` means "look it up".
+    #[inline]
+    pub fn lacks(&self, field: FramingField) -> bool {
+        self.absent.has(field)
     }
 
     /// Write the header to the `buf` in HTTP/1.1 wire format.
@@ -370,6 +383,7 @@ impl Clone for RequestHeader {
             base: self.as_owned_parts(),
             raw_target: self.raw_target.clone(),
             send_end_stream: self.send_end_stream,
+            absent: self.absent,
         }
     }
 }
@@ -385,6 +399,8 @@ impl From<ReqParts> for RequestHeader {
             // The Uri is the only target available here, so it is the one that serializes.
             raw_target: RawTarget::FromUri,
             send_end_stream: true,
+            // Nothing is known about a map given from outside.
+            absent: FramingFields::NONE,
         }
     }
 }
@@ -414,6 +430,8 @@ pub struct ResponseHeader {
     base: RespParts,
     // the reason phrase of the response, if unset, a default one will be used
     reason_phrase: Option<String>,
+    // Gatehouse patch: the framing fields known not to be in `base.headers`.
+    absent: FramingFields,
 }
 
 impl AsRef<RespParts> for ResponseHeader {
@@ -435,6 +453,7 @@ impl Clone for ResponseHeader {
         Self {
             base: self.as_owned_parts(),
             reason_phrase: self.reason_phrase.clone(),
+            absent: self.absent,
         }
     }
 }
@@ -445,6 +464,8 @@ impl From<RespParts> for ResponseHeader {
         Self {
             base: parts,
             reason_phrase: None,
+            // Nothing is known about a map given from outside.
+            absent: FramingFields::NONE,
         }
     }
 }
@@ -469,6 +490,8 @@ impl ResponseHeader {
         ResponseHeader {
             base,
             reason_phrase: None,
+            // An empty map has none of them.
+            absent: FramingFields::ALL,
         }
     }
 
@@ -503,7 +526,7 @@ impl ResponseHeader {
         let header_value = value
             .try_into()
             .explain_err(InvalidHTTPHeader, |_| "invalid value while append")?;
-        append_header_value(&mut self.base.headers, name, header_value)
+        append_header_value(&mut self.base.headers, &mut self.absent, name, header_value)
     }
 
     /// Insert the header name and value to `self`.
@@ -518,7 +541,7 @@ impl ResponseHeader {
         let header_value = value
             .try_into()
             .explain_err(InvalidHTTPHeader, |_| "invalid value while insert")?;
-        insert_header_value(&mut self.base.headers, name, header_value)
+        insert_header_value(&mut self.base.headers, &mut self.absent, name, header_value)
     }
 
     /// Remove all headers under the name
@@ -527,6 +550,15 @@ impl ResponseHeader {
         &'a N: 'a + AsHeaderName,
     {
         self.base.headers.remove(name)
+    }
+
+    /// Gatehouse patch: whether the header is known not to have `field`: true only when no
+    /// field of that name was added since the header was built (a header converted from
+    /// [http] parts knows nothing). Lets the HTTP/1 framing checks skip the map lookups of
+    /// fields a message does not carry; `false` means "look it up".
+    #[inline]
+    pub fn lacks(&self, field: FramingField) -> bool {
+        self.absent.has(field)
     }
 
     /// Write the header to the `buf` in HTTP/1.1 wire format.
@@ -691,6 +723,66 @@ fn parse_request_target(target: &[u8]) -> Result<ParsedRequestTarget> {
     })
 }
 
+/// Gatehouse patch: the header fields that decide HTTP/1 framing and connection handling,
+/// whose absence a [RequestHeader] or [ResponseHeader] records (see [RequestHeader::lacks]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum FramingField {
+    ContentLength = 1,
+    TransferEncoding = 2,
+    Connection = 4,
+    Upgrade = 8,
+    Expect = 16,
+    KeepAlive = 32,
+}
+
+impl FramingField {
+    /// The field of this name, if it is one of them.
+    #[inline]
+    pub fn of(name: &HeaderName) -> Option<Self> {
+        use http::header;
+        // A name of the standard set compares as its index; `keep-alive` is not in it.
+        const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+        Some(if *name == header::CONTENT_LENGTH {
+            Self::ContentLength
+        } else if *name == header::TRANSFER_ENCODING {
+            Self::TransferEncoding
+        } else if *name == header::CONNECTION {
+            Self::Connection
+        } else if *name == header::UPGRADE {
+            Self::Upgrade
+        } else if *name == header::EXPECT {
+            Self::Expect
+        } else if *name == KEEP_ALIVE {
+            Self::KeepAlive
+        } else {
+            return None;
+        })
+    }
+}
+
+/// A set of [FramingField]s known to be absent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FramingFields(u8);
+
+impl FramingFields {
+    const NONE: Self = Self(0);
+    const ALL: Self = Self(63);
+
+    #[inline]
+    fn has(self, field: FramingField) -> bool {
+        self.0 & field as u8 != 0
+    }
+
+    /// A field of this name was added: it is no longer known to be absent.
+    #[inline]
+    fn added(&mut self, name: &HeaderName) {
+        if let Some(field) = FramingField::of(name) {
+            self.0 &= !(field as u8);
+        }
+    }
+}
+
 // Gatehouse patch: the parts are filled in place of going through a builder
 // (each builder step moved the whole parts through a `Result`).
 fn clone_req_parts(me: &ReqParts) -> ReqParts {
@@ -738,10 +830,12 @@ fn http_header_map_upper_bound(size_hint: Option<usize>) -> usize {
 #[inline]
 fn append_header_value<T>(
     value_map: &mut HMap<T>,
+    absent: &mut FramingFields,
     name: impl IntoCaseHeaderName,
     value: T,
 ) -> Result<bool> {
     let header_name = name.into_header_name()?;
+    absent.added(&header_name);
     // Use the non-panicking `try_append`: the infallible `append` calls
     // `.expect("size overflows MAX_SIZE")` internally, which would abort the
     // process if the map ever exceeded `http`'s `MAX_SIZE` (1 << 15).
@@ -754,10 +848,12 @@ fn append_header_value<T>(
 #[inline]
 fn insert_header_value<T>(
     value_map: &mut HMap<T>,
+    absent: &mut FramingFields,
     name: impl IntoCaseHeaderName,
     value: T,
 ) -> Result<()> {
     let header_name = name.into_header_name()?;
+    absent.added(&header_name);
     value_map.insert(header_name, value);
     Ok(())
 }
@@ -1361,6 +1457,75 @@ mod tests {
             // These invalid path-and-query forms must construct regardless of which http
             // version is linked.
             assert_eq!("/", req.uri.path(), "{label}");
+        }
+    }
+
+    #[test]
+    fn framing_fields_are_lacking_until_added() {
+        use FramingField::*;
+        let all = [
+            ContentLength,
+            TransferEncoding,
+            Connection,
+            Upgrade,
+            Expect,
+            KeepAlive,
+        ];
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        assert!(all.iter().all(|f| req.lacks(*f)));
+        req.append_header("X-Forwarded-For", "1.2.3.4").unwrap();
+        req.insert_header(http::header::HOST, "h").unwrap();
+        assert!(all.iter().all(|f| req.lacks(*f)));
+        req.append_header("Content-LENGTH", "1").unwrap();
+        req.insert_header(String::from("transfer-encoding"), "chunked")
+            .unwrap();
+        req.append_header(http::header::CONNECTION, "close")
+            .unwrap();
+        req.insert_header(&http::header::UPGRADE, "websocket")
+            .unwrap();
+        req.append_header(bytes::Bytes::from_static(b"Expect"), "100-continue")
+            .unwrap();
+        req.append_header(CaseHeaderName::new("Keep-Alive".into()), "timeout=5")
+            .unwrap();
+        assert!(all.iter().all(|f| !req.lacks(*f)));
+        // A removal does not make a field known to be absent again, and a clone keeps what
+        // is known.
+        req.remove_header("content-length");
+        assert!(!req.lacks(ContentLength));
+        let fresh = RequestHeader::build("GET", b"/", None).unwrap();
+        assert!(fresh.clone().lacks(Expect));
+        // Parts from outside: nothing is known.
+        let from_parts = RequestHeader::from(fresh.as_owned_parts());
+        assert!(all.iter().all(|f| !from_parts.lacks(*f)));
+
+        let mut resp = ResponseHeader::build(200, None).unwrap();
+        assert!(all.iter().all(|f| resp.lacks(*f)));
+        resp.set_content_length(3).unwrap();
+        assert!(!resp.lacks(ContentLength) && resp.lacks(TransferEncoding));
+        resp.append_header("transfer-encoding", "chunked").unwrap();
+        assert!(!resp.clone().lacks(TransferEncoding));
+        let from_parts =
+            ResponseHeader::from(ResponseHeader::build(200, None).unwrap().as_owned_parts());
+        assert!(all.iter().all(|f| !from_parts.lacks(*f)));
+        for name in [
+            "expect",
+            "upgrade",
+            "connection",
+            "keep-alive",
+            "content-length",
+            "transfer-encoding",
+        ] {
+            assert!(
+                FramingField::of(&HeaderName::from_static(name)).is_some(),
+                "{name}"
+            );
+        }
+        for name in ["server", "x-forwarded-proto", "keep-alivf", "te", "host"] {
+            assert_eq!(
+                FramingField::of(&HeaderName::from_static(name)),
+                None,
+                "{name}"
+            );
         }
     }
 

@@ -18,7 +18,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use http::{header, header::AsHeaderName, HeaderValue, StatusCode, Version};
 use log::{debug, trace};
 use pingora_error::{Error, ErrorType::*, OrErr, Result, RetryType};
-use pingora_http::{HMap, RequestHeader, ResponseHeader};
+use pingora_http::{FramingField, RequestHeader, ResponseHeader};
 use pingora_timeout::timeout;
 
 use crate::protocols::conn_timeout::ConnTimeout;
@@ -221,7 +221,7 @@ impl HttpSession {
         // unrecoverable framing error. A peer may opt to tolerate a single,
         // otherwise-invalid value and treat the response as close-delimited.
         // Note: Content-Length is already removed if Transfer-Encoding is present.
-        if let Err(e) = super::common::validate_content_length(&resp_header.headers) {
+        if let Err(e) = super::common::validate_content_length(&**resp_header) {
             if self.allow_h1_response_invalid_content_length
                 && super::common::content_length_is_single_token(&resp_header.headers)
             {
@@ -338,11 +338,19 @@ impl HttpSession {
                             }
                         }
 
-                        let contains_transfer_encoding = response_header
-                            .headers
-                            .contains_key(header::TRANSFER_ENCODING);
-                        let contains_content_length =
-                            response_header.headers.contains_key(header::CONTENT_LENGTH);
+                        // Gatehouse patch: no lookup of a field the head lacks.
+                        let contains_transfer_encoding = framing_field(
+                            &*response_header,
+                            FramingField::TransferEncoding,
+                            &header::TRANSFER_ENCODING,
+                        )
+                        .is_some();
+                        let contains_content_length = framing_field(
+                            &*response_header,
+                            FramingField::ContentLength,
+                            &header::CONTENT_LENGTH,
+                        )
+                        .is_some();
 
                         // Transfer encoding overrides content length, so when
                         // both are present, we MUST remove content length. This is
@@ -630,15 +638,21 @@ impl HttpSession {
     }
 
     fn is_connection_keepalive(&self) -> Option<bool> {
-        let request_keepalive = self
-            .request_written
-            .as_ref()
-            .and_then(|req| is_buf_keepalive(req.headers.get(header::CONNECTION)));
+        // Gatehouse patch: no lookup of a field a head lacks.
+        let request_keepalive = self.request_written.as_deref().and_then(|req| {
+            is_buf_keepalive(framing_field(
+                req,
+                FramingField::Connection,
+                &header::CONNECTION,
+            ))
+        });
 
         match request_keepalive {
             // ignore what the server sends if request disables keepalive explicitly
             Some(false) => Some(false),
-            _ => is_buf_keepalive(self.get_header(header::CONNECTION)),
+            _ => is_buf_keepalive(self.resp_header().and_then(|resp| {
+                framing_field(resp, FramingField::Connection, &header::CONNECTION)
+            })),
         }
     }
 
@@ -647,7 +661,13 @@ impl HttpSession {
     /// it's behavior is different on different platforms.
     /// https://developer.mozilla.org/en-US/docs/Web/HTTP/Headers/Keep-Alive
     fn get_keepalive_values(&self) -> (Option<u64>, Option<usize>) {
-        let Some(keep_alive_header) = self.get_header("Keep-Alive") else {
+        // Gatehouse patch: a constant name (a `&str` is parsed and lower-cased
+        // on every lookup).
+        static KEEP_ALIVE: http::HeaderName = http::HeaderName::from_static("keep-alive");
+        let Some(keep_alive_header) = self
+            .resp_header()
+            .and_then(|resp| framing_field(resp, FramingField::KeepAlive, &KEEP_ALIVE))
+        else {
             return (None, None);
         };
 
@@ -791,22 +811,22 @@ impl HttpSession {
 
     fn get_content_length(&self) -> Result<Option<usize>> {
         match self.resp_header() {
-            Some(h) => content_length_for_framing(&h.headers),
+            Some(h) => content_length_for_framing(h),
             None => Ok(None),
         }
     }
 
     fn is_chunked_encoding(&self) -> bool {
         self.resp_header()
-            .map(|h| is_chunked_encoding_from_headers(&h.headers))
+            .map(is_chunked_encoding_from_headers)
             .unwrap_or(false)
     }
 
     fn init_req_body_writer(&mut self, header: &RequestHeader) {
-        self.init_body_writer_comm(&header.headers)
+        self.init_body_writer_comm(header)
     }
 
-    fn init_body_writer_comm(&mut self, headers: &HMap) {
+    fn init_body_writer_comm(&mut self, headers: &impl FramingHead) {
         if is_chunked_encoding_from_headers(headers) {
             // transfer-encoding takes priority over content-length
             self.body_writer.init_chunked();

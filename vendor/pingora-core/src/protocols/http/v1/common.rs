@@ -17,7 +17,7 @@
 use http::{header, HeaderValue};
 use log::{debug, warn};
 use pingora_error::{Error, ErrorType::*, OrErr, Result};
-use pingora_http::{HMap, RequestHeader, ResponseHeader};
+use pingora_http::{FramingField, HMap, RequestHeader, ResponseHeader};
 use std::str;
 use std::time::Duration;
 
@@ -122,7 +122,63 @@ fn parse_connection_header(value: &[u8]) -> ConnectionValue {
     }
 }
 
-pub(crate) fn init_body_writer_comm(body_writer: &mut BodyWriter, headers: &HMap) {
+/// Gatehouse patch: a message head that may know which framing fields it lacks
+/// ([`RequestHeader::lacks`]), so the checks below skip the map lookups of fields a
+/// message does not carry. A bare map knows nothing and is always looked up.
+pub(crate) trait FramingHead {
+    fn header_map(&self) -> &HMap;
+    /// True only when the head has no field of this name.
+    fn lacks(&self, field: FramingField) -> bool;
+}
+
+impl FramingHead for HMap {
+    #[inline]
+    fn header_map(&self) -> &HMap {
+        self
+    }
+    #[inline]
+    fn lacks(&self, _field: FramingField) -> bool {
+        false
+    }
+}
+
+impl FramingHead for RequestHeader {
+    #[inline]
+    fn header_map(&self) -> &HMap {
+        &self.headers
+    }
+    #[inline]
+    fn lacks(&self, field: FramingField) -> bool {
+        RequestHeader::lacks(self, field)
+    }
+}
+
+impl FramingHead for ResponseHeader {
+    #[inline]
+    fn header_map(&self) -> &HMap {
+        &self.headers
+    }
+    #[inline]
+    fn lacks(&self, field: FramingField) -> bool {
+        ResponseHeader::lacks(self, field)
+    }
+}
+
+/// The value of a framing field (the first line), without a lookup when the head lacks it.
+#[inline]
+pub(crate) fn framing_field<'a>(
+    head: &'a impl FramingHead,
+    field: FramingField,
+    name: &http::HeaderName,
+) -> Option<&'a HeaderValue> {
+    if head.lacks(field) {
+        None
+    } else {
+        head.header_map().get(name)
+    }
+}
+
+pub(crate) fn init_body_writer_comm(body_writer: &mut BodyWriter, headers: &impl FramingHead) {
     if is_chunked_encoding_from_headers(headers) {
         // transfer-encoding takes priority over content-length
         body_writer.init_chunked();
@@ -165,9 +221,13 @@ fn find_last_te_token(bytes: &[u8]) -> &[u8] {
 }
 
 /// Check if chunked encoding is the final encoding across all transfer-encoding headers
-pub(crate) fn is_chunked_encoding_from_headers(headers: &HMap) -> bool {
+pub(crate) fn is_chunked_encoding_from_headers(headers: &impl FramingHead) -> bool {
+    if headers.lacks(FramingField::TransferEncoding) {
+        return false;
+    }
     // Get the last Transfer-Encoding header value
     let last_te = headers
+        .header_map()
         .get_all(http::header::TRANSFER_ENCODING)
         .into_iter()
         .next_back();
@@ -188,13 +248,14 @@ pub(crate) fn is_chunked_encoding_from_headers(headers: &HMap) -> bool {
 }
 
 pub fn is_upgrade_req(req: &RequestHeader) -> bool {
-    req.version == http::Version::HTTP_11 && req.headers.get(header::UPGRADE).is_some()
+    req.version == http::Version::HTTP_11
+        && framing_field(req, FramingField::Upgrade, &header::UPGRADE).is_some()
 }
 
 pub fn is_expect_continue_req(req: &RequestHeader) -> bool {
     req.version == http::Version::HTTP_11
         // https://www.rfc-editor.org/rfc/rfc9110#section-10.1.1
-        && req.headers.get(header::EXPECT).is_some_and(|v| {
+        && framing_field(req, FramingField::Expect, &header::EXPECT).is_some_and(|v| {
             v.as_bytes().eq_ignore_ascii_case(b"100-continue")
         })
 }
@@ -376,11 +437,18 @@ fn content_length_of_values<'a>(values: impl Iterator<Item = &'a HeaderValue>) -
 /// rules: the reconciled value when valid, an error when a `Content-Length` is
 /// present but cannot be resolved to a single value (conflicting duplicates or
 /// an unparseable value), or `None` when the header is absent.
-pub(crate) fn content_length_for_framing(headers: &HMap) -> Result<Option<usize>> {
+pub(crate) fn content_length_for_framing(headers: &impl FramingHead) -> Result<Option<usize>> {
+    if headers.lacks(FramingField::ContentLength) {
+        return Ok(None);
+    }
     // Gatehouse patch: one map lookup. An absent header is seen from its
     // values (it was a second lookup, `contains_key`, on every message
     // without one).
-    let mut values = headers.get_all(header::CONTENT_LENGTH).iter().peekable();
+    let mut values = headers
+        .header_map()
+        .get_all(header::CONTENT_LENGTH)
+        .iter()
+        .peekable();
     if values.peek().is_none() {
         return Ok(None);
     }
@@ -421,8 +489,14 @@ pub(crate) fn content_length_for_framing(headers: &HMap) -> Result<Option<usize>
 /// HTTP/2 does not use `Content-Length` for framing, but reconciling it here
 /// keeps the H2 and downgraded-H1 paths consistent and rejects genuinely
 /// ambiguous values before they cross a proxy boundary.
-pub(crate) fn validate_content_length(headers: &HMap) -> Result<()> {
-    if headers.get(header::TRANSFER_ENCODING).is_some() {
+pub(crate) fn validate_content_length(headers: &impl FramingHead) -> Result<()> {
+    if framing_field(
+        headers,
+        FramingField::TransferEncoding,
+        &header::TRANSFER_ENCODING,
+    )
+    .is_some()
+    {
         // HTTP/1: Transfer-Encoding takes precedence over Content-Length.
         return Ok(());
     }
@@ -436,8 +510,16 @@ pub(crate) fn validate_content_length(headers: &HMap) -> Result<()> {
 /// `Transfer-Encoding` header entirely. The h2 codec should reject such messages
 /// before they reach Pingora, but this keeps the shared H2 validation path
 /// explicit and defensive.
-pub(crate) fn validate_content_length_without_transfer_encoding(headers: &HMap) -> Result<()> {
-    if headers.get(header::TRANSFER_ENCODING).is_some() {
+pub(crate) fn validate_content_length_without_transfer_encoding(
+    headers: &impl FramingHead,
+) -> Result<()> {
+    if framing_field(
+        headers,
+        FramingField::TransferEncoding,
+        &header::TRANSFER_ENCODING,
+    )
+    .is_some()
+    {
         return Error::e_explain(InvalidHTTPHeader, "invalid Transfer-Encoding header");
     }
     content_length_for_framing(headers).map(|_| ())

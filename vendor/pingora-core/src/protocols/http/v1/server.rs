@@ -24,7 +24,7 @@ use log::{debug, trace, warn};
 use once_cell::sync::Lazy;
 use percent_encoding::{percent_encode, AsciiSet, CONTROLS};
 use pingora_error::{Error, ErrorType::*, OrErr, Result};
-use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_http::{FramingField, RequestHeader, ResponseHeader};
 use pingora_timeout::timeout;
 
 use crate::protocols::conn_timeout::ConnTimeout;
@@ -447,10 +447,19 @@ impl HttpSession {
                             }
                         }
 
-                        let contains_transfer_encoding =
-                            request_header.headers.contains_key(TRANSFER_ENCODING);
-                        let contains_content_length =
-                            request_header.headers.contains_key(CONTENT_LENGTH);
+                        // Gatehouse patch: no lookup of a field the head lacks.
+                        let contains_transfer_encoding = framing_field(
+                            &*request_header,
+                            FramingField::TransferEncoding,
+                            &TRANSFER_ENCODING,
+                        )
+                        .is_some();
+                        let contains_content_length = framing_field(
+                            &*request_header,
+                            FramingField::ContentLength,
+                            &CONTENT_LENGTH,
+                        )
+                        .is_some();
 
                         // Transfer encoding overrides content length, so when
                         // both are present, we can remove content length. This
@@ -547,9 +556,15 @@ impl HttpSession {
         // parity): identical duplicates and comma-combined identical values are
         // accepted and collapsed; differing or unparseable values are rejected.
         // This is a no-op when Transfer-Encoding is present (TE overrides CL).
-        super::common::validate_content_length(&req_header.headers)?;
+        super::common::validate_content_length(req_header)?;
 
-        if req_header.headers.contains_key(TRANSFER_ENCODING) {
+        if framing_field(
+            req_header,
+            FramingField::TransferEncoding,
+            &TRANSFER_ENCODING,
+        )
+        .is_some()
+        {
             // Per [RFC 9112 Section 6.1-16](https://datatracker.ietf.org/doc/html/rfc9112#section-6.1-16),
             // HTTP/1.0 requests with Transfer-Encoding MUST be treated as having faulty framing.
             // We reject with 400 Bad Request and close the connection.
@@ -833,7 +848,12 @@ impl HttpSession {
     }
 
     fn is_connection_keepalive(&self) -> Option<bool> {
-        is_buf_keepalive(self.get_header(header::CONNECTION))
+        let req = self.request_header.as_deref()?;
+        is_buf_keepalive(framing_field(
+            req,
+            FramingField::Connection,
+            &header::CONNECTION,
+        ))
     }
 
     // calculate write timeout from min_send_rate if set, otherwise return write_timeout
@@ -977,7 +997,12 @@ impl HttpSession {
         // 1. 1xx response: client needs to see it before the rest of response
         // 2. No content length: the response could be generated in real time
         let should_flush = header.status.is_informational()
-            || header.headers.get(header::CONTENT_LENGTH).is_none();
+            || framing_field(
+                &*header,
+                FramingField::ContentLength,
+                &header::CONTENT_LENGTH,
+            )
+            .is_none();
 
         Ok(Some((write_buf.freeze(), should_flush)))
     }
@@ -1002,7 +1027,7 @@ impl HttpSession {
         if self.is_upgrade(header) == Some(true) {
             self.body_writer.init_close_delimited();
         } else {
-            init_body_writer_comm(&mut self.body_writer, &header.headers);
+            init_body_writer_comm(&mut self.body_writer, header);
         }
     }
 
@@ -1171,11 +1196,11 @@ impl HttpSession {
     }
 
     fn is_chunked_encoding(&self) -> bool {
-        is_chunked_encoding_from_headers(&self.req_header().headers)
+        is_chunked_encoding_from_headers(self.req_header())
     }
 
     fn get_content_length(&self) -> Result<Option<usize>> {
-        content_length_for_framing(&self.req_header().headers)
+        content_length_for_framing(self.req_header())
     }
 
     fn init_body_reader(&mut self) {
