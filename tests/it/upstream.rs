@@ -717,3 +717,57 @@ async fn header_names_go_out_in_title_case_on_http1() {
     }
     assert!(!upstream.contains("x-API-key"), "{upstream}");
 }
+
+/// An answer with an obs-fold (RFC 9112 section 5.2) reaches the client with the folded
+/// value on one line and the other fields and the body as sent; an answer without one is
+/// passed with its values as they are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_folded_upstream_field_reaches_the_client_on_one_line() {
+    let (addr, _heads) = raw_backend(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Folded: first\r\n \t second\r\nX-Plain: a  b\t c\r\n\r\nok",
+    )
+    .await;
+    let (plain_addr, _plain_heads) = raw_backend(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Plain: a  b\t c\r\nX-Quoted: \"x, y\"\r\n\r\nok",
+    )
+    .await;
+    for (addr, want) in [
+        (
+            addr,
+            &[
+                "\r\nX-Folded: first second\r\n",
+                "\r\nX-Plain: a  b\t c\r\n",
+            ][..],
+        ),
+        (
+            plain_addr,
+            &["\r\nX-Plain: a  b\t c\r\n", "\r\nX-Quoted: \"x, y\"\r\n"][..],
+        ),
+    ] {
+        let gh = start_api(&[addr.to_string()], "").await;
+        let request = "GET /api/fold HTTP/1.1\r\nHost: h.test\r\nConnection: close\r\n\r\n";
+        let mut client = tokio::net::TcpStream::connect(gh.http_addr())
+            .await
+            .unwrap();
+        let response = tokio::time::timeout(common::raw::RAW_TIMEOUT, async {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            client.write_all(request.as_bytes()).await.unwrap();
+            let mut out = Vec::new();
+            client.read_to_end(&mut out).await.unwrap();
+            out
+        })
+        .await
+        .expect("the response within the timeout");
+        let response = String::from_utf8_lossy(&response);
+        let (head, body) = response.split_once("\r\n\r\n").unwrap_or_default();
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert_eq!(body, "ok", "{response}");
+        for line in want {
+            assert!(
+                format!("{head}\r\n").contains(line),
+                "{line:?} to the client: {head}"
+            );
+        }
+        assert!(!head.contains("\n \t"), "{head}");
+    }
+}

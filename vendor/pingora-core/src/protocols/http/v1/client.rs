@@ -18,11 +18,12 @@ use bytes::{BufMut, Bytes, BytesMut};
 use http::{header, header::AsHeaderName, HeaderValue, StatusCode, Version};
 use log::{debug, trace};
 use pingora_error::{Error, ErrorType::*, OrErr, Result, RetryType};
-use pingora_http::{HMap, RequestHeader, ResponseHeader};
+use pingora_http::{FramingField, RequestHeader, ResponseHeader};
 use pingora_timeout::timeout;
 
 use crate::protocols::conn_timeout::ConnTimeout;
 use std::io::ErrorKind;
+use std::mem::MaybeUninit;
 use std::str;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -220,7 +221,7 @@ impl HttpSession {
         // unrecoverable framing error. A peer may opt to tolerate a single,
         // otherwise-invalid value and treat the response as close-delimited.
         // Note: Content-Length is already removed if Transfer-Encoding is present.
-        if let Err(e) = super::common::validate_content_length(&resp_header.headers) {
+        if let Err(e) = super::common::validate_content_length(&**resp_header) {
             if self.allow_h1_response_invalid_content_length
                 && super::common::content_length_is_single_token(&resp_header.headers)
             {
@@ -276,9 +277,11 @@ impl HttpSession {
 
         loop {
             if parse_existing_buffer {
-                let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-                let mut resp = httparse::Response::new(&mut headers);
-                let parsed = parse_resp_buffer(&mut resp, &self.response_header_read_buf);
+                // Gatehouse patch: uninitialized header slots (see `read_request`).
+                let mut headers = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+                let mut resp = httparse::Response::new(&mut []);
+                let parsed =
+                    parse_resp_buffer(&mut resp, &self.response_header_read_buf, &mut headers);
                 match parsed {
                     HeaderParseState::Complete(s) => {
                         let total_read = self.response_header_read_buf.len();
@@ -316,28 +319,38 @@ impl HttpSession {
                         for header in header_refs {
                             // Gatehouse patch: the name is parsed from the buffer;
                             // no copy of its spelling is kept (pingora-http patch).
-                            let header_name =
-                                match http::HeaderName::from_bytes(header.get_name(&buf))
-                                    .or_err(InvalidHTTPHeader, "invalid header name")
-                                {
-                                    Ok(name) => name,
-                                    Err(e) => return self.fail_response_header_read(e),
-                                };
+                            // Common names are recognized as spelled.
+                            let header_name = match header_name_from_wire(header.get_name(&buf)) {
+                                Ok(name) => name,
+                                Err(e) => return self.fail_response_header_read(e),
+                            };
                             let value_bytes = header.get_value_bytes(&buf);
                             let header_value = pingora_http::header_value_from_raw(value_bytes);
-                            if let Err(e) = response_header
-                                .append_header(header_name, header_value)
-                                .or_err(InvalidHTTPHeader, "while parsing request header")
+                            // Gatehouse patch: the error is wrapped only when there is
+                            // one (`or_err` moved every `Ok` through a call).
+                            if let Err(e) = response_header.append_header(header_name, header_value)
                             {
-                                return self.fail_response_header_read(e);
+                                return self.fail_response_header_read(Error::because(
+                                    InvalidHTTPHeader,
+                                    "while parsing request header",
+                                    e,
+                                ));
                             }
                         }
 
-                        let contains_transfer_encoding = response_header
-                            .headers
-                            .contains_key(header::TRANSFER_ENCODING);
-                        let contains_content_length =
-                            response_header.headers.contains_key(header::CONTENT_LENGTH);
+                        // Gatehouse patch: no lookup of a field the head lacks.
+                        let contains_transfer_encoding = framing_field(
+                            &*response_header,
+                            FramingField::TransferEncoding,
+                            &header::TRANSFER_ENCODING,
+                        )
+                        .is_some();
+                        let contains_content_length = framing_field(
+                            &*response_header,
+                            FramingField::ContentLength,
+                            &header::CONTENT_LENGTH,
+                        )
+                        .is_some();
 
                         // Transfer encoding overrides content length, so when
                         // both are present, we MUST remove content length. This is
@@ -625,15 +638,21 @@ impl HttpSession {
     }
 
     fn is_connection_keepalive(&self) -> Option<bool> {
-        let request_keepalive = self
-            .request_written
-            .as_ref()
-            .and_then(|req| is_buf_keepalive(req.headers.get(header::CONNECTION)));
+        // Gatehouse patch: no lookup of a field a head lacks.
+        let request_keepalive = self.request_written.as_deref().and_then(|req| {
+            is_buf_keepalive(framing_field(
+                req,
+                FramingField::Connection,
+                &header::CONNECTION,
+            ))
+        });
 
         match request_keepalive {
             // ignore what the server sends if request disables keepalive explicitly
             Some(false) => Some(false),
-            _ => is_buf_keepalive(self.get_header(header::CONNECTION)),
+            _ => is_buf_keepalive(self.resp_header().and_then(|resp| {
+                framing_field(resp, FramingField::Connection, &header::CONNECTION)
+            })),
         }
     }
 
@@ -642,7 +661,13 @@ impl HttpSession {
     /// it's behavior is different on different platforms.
     /// https://developer.mozilla.org/en-US/docs/Web/HTTP/Headers/Keep-Alive
     fn get_keepalive_values(&self) -> (Option<u64>, Option<usize>) {
-        let Some(keep_alive_header) = self.get_header("Keep-Alive") else {
+        // Gatehouse patch: a constant name (a `&str` is parsed and lower-cased
+        // on every lookup).
+        static KEEP_ALIVE: http::HeaderName = http::HeaderName::from_static("keep-alive");
+        let Some(keep_alive_header) = self
+            .resp_header()
+            .and_then(|resp| framing_field(resp, FramingField::KeepAlive, &KEEP_ALIVE))
+        else {
             return (None, None);
         };
 
@@ -786,22 +811,22 @@ impl HttpSession {
 
     fn get_content_length(&self) -> Result<Option<usize>> {
         match self.resp_header() {
-            Some(h) => content_length_for_framing(&h.headers),
+            Some(h) => content_length_for_framing(h),
             None => Ok(None),
         }
     }
 
     fn is_chunked_encoding(&self) -> bool {
         self.resp_header()
-            .map(|h| is_chunked_encoding_from_headers(&h.headers))
+            .map(is_chunked_encoding_from_headers)
             .unwrap_or(false)
     }
 
     fn init_req_body_writer(&mut self, header: &RequestHeader) {
-        self.init_body_writer_comm(&header.headers)
+        self.init_body_writer_comm(header)
     }
 
-    fn init_body_writer_comm(&mut self, headers: &HMap) {
+    fn init_body_writer_comm(&mut self, headers: &impl FramingHead) {
         if is_chunked_encoding_from_headers(headers) {
             // transfer-encoding takes priority over content-length
             self.body_writer.init_chunked();
@@ -912,14 +937,15 @@ impl HttpSession {
 }
 
 #[inline]
-fn parse_resp_buffer<'buf>(
-    resp: &mut httparse::Response<'_, 'buf>,
+fn parse_resp_buffer<'h, 'buf>(
+    resp: &mut httparse::Response<'h, 'buf>,
     buf: &'buf [u8],
+    headers: &'h mut [MaybeUninit<httparse::Header<'buf>>],
 ) -> HeaderParseState {
     let mut parser = httparse::ParserConfig::default();
     parser.allow_spaces_after_header_name_in_responses(true);
     parser.allow_obsolete_multiline_headers_in_responses(true);
-    let res = match parser.parse_response(resp, buf) {
+    let res = match parser.parse_response_with_uninit_headers(resp, buf, headers) {
         Ok(s) => s,
         Err(e) => {
             return HeaderParseState::Invalid(e);

@@ -16,8 +16,8 @@
 
 use http::{header, HeaderValue};
 use log::{debug, warn};
-use pingora_error::{Error, ErrorType::*, Result};
-use pingora_http::{HMap, RequestHeader, ResponseHeader};
+use pingora_error::{Error, ErrorType::*, OrErr, Result};
+use pingora_http::{FramingField, HMap, RequestHeader, ResponseHeader};
 use std::str;
 use std::time::Duration;
 
@@ -122,7 +122,63 @@ fn parse_connection_header(value: &[u8]) -> ConnectionValue {
     }
 }
 
-pub(crate) fn init_body_writer_comm(body_writer: &mut BodyWriter, headers: &HMap) {
+/// Gatehouse patch: a message head that may know which framing fields it lacks
+/// ([`RequestHeader::lacks`]), so the checks below skip the map lookups of fields a
+/// message does not carry. A bare map knows nothing and is always looked up.
+pub(crate) trait FramingHead {
+    fn header_map(&self) -> &HMap;
+    /// True only when the head has no field of this name.
+    fn lacks(&self, field: FramingField) -> bool;
+}
+
+impl FramingHead for HMap {
+    #[inline]
+    fn header_map(&self) -> &HMap {
+        self
+    }
+    #[inline]
+    fn lacks(&self, _field: FramingField) -> bool {
+        false
+    }
+}
+
+impl FramingHead for RequestHeader {
+    #[inline]
+    fn header_map(&self) -> &HMap {
+        &self.headers
+    }
+    #[inline]
+    fn lacks(&self, field: FramingField) -> bool {
+        RequestHeader::lacks(self, field)
+    }
+}
+
+impl FramingHead for ResponseHeader {
+    #[inline]
+    fn header_map(&self) -> &HMap {
+        &self.headers
+    }
+    #[inline]
+    fn lacks(&self, field: FramingField) -> bool {
+        ResponseHeader::lacks(self, field)
+    }
+}
+
+/// The value of a framing field (the first line), without a lookup when the head lacks it.
+#[inline]
+pub(crate) fn framing_field<'a>(
+    head: &'a impl FramingHead,
+    field: FramingField,
+    name: &http::HeaderName,
+) -> Option<&'a HeaderValue> {
+    if head.lacks(field) {
+        None
+    } else {
+        head.header_map().get(name)
+    }
+}
+
+pub(crate) fn init_body_writer_comm(body_writer: &mut BodyWriter, headers: &impl FramingHead) {
     if is_chunked_encoding_from_headers(headers) {
         // transfer-encoding takes priority over content-length
         body_writer.init_chunked();
@@ -165,9 +221,13 @@ fn find_last_te_token(bytes: &[u8]) -> &[u8] {
 }
 
 /// Check if chunked encoding is the final encoding across all transfer-encoding headers
-pub(crate) fn is_chunked_encoding_from_headers(headers: &HMap) -> bool {
+pub(crate) fn is_chunked_encoding_from_headers(headers: &impl FramingHead) -> bool {
+    if headers.lacks(FramingField::TransferEncoding) {
+        return false;
+    }
     // Get the last Transfer-Encoding header value
     let last_te = headers
+        .header_map()
         .get_all(http::header::TRANSFER_ENCODING)
         .into_iter()
         .next_back();
@@ -188,13 +248,14 @@ pub(crate) fn is_chunked_encoding_from_headers(headers: &HMap) -> bool {
 }
 
 pub fn is_upgrade_req(req: &RequestHeader) -> bool {
-    req.version == http::Version::HTTP_11 && req.headers.get(header::UPGRADE).is_some()
+    req.version == http::Version::HTTP_11
+        && framing_field(req, FramingField::Upgrade, &header::UPGRADE).is_some()
 }
 
 pub fn is_expect_continue_req(req: &RequestHeader) -> bool {
     req.version == http::Version::HTTP_11
         // https://www.rfc-editor.org/rfc/rfc9110#section-10.1.1
-        && req.headers.get(header::EXPECT).is_some_and(|v| {
+        && framing_field(req, FramingField::Expect, &header::EXPECT).is_some_and(|v| {
             v.as_bytes().eq_ignore_ascii_case(b"100-continue")
         })
 }
@@ -376,11 +437,18 @@ fn content_length_of_values<'a>(values: impl Iterator<Item = &'a HeaderValue>) -
 /// rules: the reconciled value when valid, an error when a `Content-Length` is
 /// present but cannot be resolved to a single value (conflicting duplicates or
 /// an unparseable value), or `None` when the header is absent.
-pub(crate) fn content_length_for_framing(headers: &HMap) -> Result<Option<usize>> {
+pub(crate) fn content_length_for_framing(headers: &impl FramingHead) -> Result<Option<usize>> {
+    if headers.lacks(FramingField::ContentLength) {
+        return Ok(None);
+    }
     // Gatehouse patch: one map lookup. An absent header is seen from its
     // values (it was a second lookup, `contains_key`, on every message
     // without one).
-    let mut values = headers.get_all(header::CONTENT_LENGTH).iter().peekable();
+    let mut values = headers
+        .header_map()
+        .get_all(header::CONTENT_LENGTH)
+        .iter()
+        .peekable();
     if values.peek().is_none() {
         return Ok(None);
     }
@@ -421,8 +489,14 @@ pub(crate) fn content_length_for_framing(headers: &HMap) -> Result<Option<usize>
 /// HTTP/2 does not use `Content-Length` for framing, but reconciling it here
 /// keeps the H2 and downgraded-H1 paths consistent and rejects genuinely
 /// ambiguous values before they cross a proxy boundary.
-pub(crate) fn validate_content_length(headers: &HMap) -> Result<()> {
-    if headers.get(header::TRANSFER_ENCODING).is_some() {
+pub(crate) fn validate_content_length(headers: &impl FramingHead) -> Result<()> {
+    if framing_field(
+        headers,
+        FramingField::TransferEncoding,
+        &header::TRANSFER_ENCODING,
+    )
+    .is_some()
+    {
         // HTTP/1: Transfer-Encoding takes precedence over Content-Length.
         return Ok(());
     }
@@ -436,8 +510,16 @@ pub(crate) fn validate_content_length(headers: &HMap) -> Result<()> {
 /// `Transfer-Encoding` header entirely. The h2 codec should reject such messages
 /// before they reach Pingora, but this keeps the shared H2 validation path
 /// explicit and defensive.
-pub(crate) fn validate_content_length_without_transfer_encoding(headers: &HMap) -> Result<()> {
-    if headers.get(header::TRANSFER_ENCODING).is_some() {
+pub(crate) fn validate_content_length_without_transfer_encoding(
+    headers: &impl FramingHead,
+) -> Result<()> {
+    if framing_field(
+        headers,
+        FramingField::TransferEncoding,
+        &header::TRANSFER_ENCODING,
+    )
+    .is_some()
+    {
         return Error::e_explain(InvalidHTTPHeader, "invalid Transfer-Encoding header");
     }
     content_length_for_framing(headers).map(|_| ())
@@ -458,9 +540,171 @@ pub(crate) fn content_length_is_single_token(headers: &HMap) -> bool {
     }
 }
 
+/// Gatehouse patch: the [`http::HeaderName`] of a header name as read from the wire.
+///
+/// The names most heads carry are recognized as they are spelled (lower-case or Title-Case)
+/// and give the same name [`http::HeaderName::from_bytes`] gives, without its per-byte
+/// lower-casing copy and lookup (~140 instructions per name, on every parsed header);
+/// any other spelling or name goes through `from_bytes`.
+#[inline]
+pub(super) fn header_name_from_wire(raw: &[u8]) -> Result<http::HeaderName> {
+    match known_header_name(raw) {
+        Some(name) => Ok(name),
+        None => http::HeaderName::from_bytes(raw).or_err(InvalidHTTPHeader, "invalid header name"),
+    }
+}
+
+fn known_header_name(raw: &[u8]) -> Option<http::HeaderName> {
+    use http::header::*;
+    const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+    const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+    const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+    const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+    const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+    const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+    // Each arm: the lower-case and the usual spelling of one name.
+    macro_rules! pick {
+        ($($lower:literal $usual:literal => $name:expr),+ $(,)?) => {{
+            $(
+                if raw == $lower || raw == $usual {
+                    return Some($name);
+                }
+            )+
+            None
+        }};
+    }
+    match raw.len() {
+        3 => pick!(b"age" b"Age" => AGE, b"via" b"Via" => VIA),
+        4 => pick!(
+            b"host" b"Host" => HOST,
+            b"date" b"Date" => DATE,
+            b"etag" b"ETag" => ETAG,
+            b"vary" b"Vary" => VARY,
+        ),
+        6 => pick!(
+            b"accept" b"Accept" => ACCEPT,
+            b"server" b"Server" => SERVER,
+            b"cookie" b"Cookie" => COOKIE,
+            b"origin" b"Origin" => ORIGIN,
+            b"expect" b"Expect" => EXPECT,
+            b"pragma" b"Pragma" => PRAGMA,
+        ),
+        7 => pick!(
+            b"referer" b"Referer" => REFERER,
+            b"upgrade" b"Upgrade" => UPGRADE,
+            b"expires" b"Expires" => EXPIRES,
+        ),
+        8 => pick!(b"location" b"Location" => LOCATION),
+        9 => pick!(b"x-real-ip" b"X-Real-IP" => X_REAL_IP),
+        10 => pick!(
+            b"connection" b"Connection" => CONNECTION,
+            b"user-agent" b"User-Agent" => USER_AGENT,
+            b"set-cookie" b"Set-Cookie" => SET_COOKIE,
+            b"keep-alive" b"Keep-Alive" => KEEP_ALIVE,
+        ),
+        12 => pick!(
+            b"content-type" b"Content-Type" => CONTENT_TYPE,
+            b"x-request-id" b"X-Request-Id" => X_REQUEST_ID,
+        ),
+        13 => pick!(
+            b"cache-control" b"Cache-Control" => CACHE_CONTROL,
+            b"authorization" b"Authorization" => AUTHORIZATION,
+            b"last-modified" b"Last-Modified" => LAST_MODIFIED,
+            b"accept-ranges" b"Accept-Ranges" => ACCEPT_RANGES,
+            b"if-none-match" b"If-None-Match" => IF_NONE_MATCH,
+        ),
+        14 => pick!(b"content-length" b"Content-Length" => CONTENT_LENGTH),
+        15 => pick!(
+            b"accept-encoding" b"Accept-Encoding" => ACCEPT_ENCODING,
+            b"accept-language" b"Accept-Language" => ACCEPT_LANGUAGE,
+            b"x-forwarded-for" b"X-Forwarded-For" => X_FORWARDED_FOR,
+        ),
+        16 => pick!(
+            b"content-encoding" b"Content-Encoding" => CONTENT_ENCODING,
+            b"x-forwarded-host" b"X-Forwarded-Host" => X_FORWARDED_HOST,
+        ),
+        17 => pick!(
+            b"transfer-encoding" b"Transfer-Encoding" => TRANSFER_ENCODING,
+            b"if-modified-since" b"If-Modified-Since" => IF_MODIFIED_SINCE,
+            b"x-forwarded-proto" b"X-Forwarded-Proto" => X_FORWARDED_PROTO,
+        ),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod test {
     use super::*;
+
+    #[test]
+    fn known_header_names_are_what_from_bytes_gives() {
+        let names: &[&[u8]] = &[
+            b"age",
+            b"via",
+            b"host",
+            b"date",
+            b"etag",
+            b"vary",
+            b"accept",
+            b"server",
+            b"cookie",
+            b"origin",
+            b"expect",
+            b"pragma",
+            b"referer",
+            b"upgrade",
+            b"expires",
+            b"location",
+            b"x-real-ip",
+            b"connection",
+            b"user-agent",
+            b"set-cookie",
+            b"keep-alive",
+            b"content-type",
+            b"x-request-id",
+            b"cache-control",
+            b"authorization",
+            b"last-modified",
+            b"accept-ranges",
+            b"if-none-match",
+            b"content-length",
+            b"accept-encoding",
+            b"accept-language",
+            b"x-forwarded-for",
+            b"content-encoding",
+            b"x-forwarded-host",
+            b"transfer-encoding",
+            b"if-modified-since",
+            b"x-forwarded-proto",
+        ];
+        let title = |name: &[u8]| {
+            let mut up = true;
+            name.iter()
+                .map(|&b| {
+                    let c = if up { b.to_ascii_uppercase() } else { b };
+                    up = b == b'-';
+                    c
+                })
+                .collect::<Vec<u8>>()
+        };
+        for &name in names {
+            let want = http::HeaderName::from_bytes(name).unwrap();
+            assert_eq!(known_header_name(name), Some(want.clone()), "{name:?}");
+            let title_case = title(name);
+            let usual: &[u8] = match name {
+                b"etag" => b"ETag",
+                b"x-real-ip" => b"X-Real-IP",
+                _ => &title_case,
+            };
+            assert_eq!(known_header_name(usual), Some(want.clone()), "{usual:?}");
+            // Any other spelling still gives the same name, through from_bytes.
+            let upper = name.to_ascii_uppercase();
+            assert_eq!(header_name_from_wire(&upper).unwrap(), want, "{upper:?}");
+        }
+        assert_eq!(known_header_name(b"x-custom"), None);
+        assert!(header_name_from_wire(b"bad name").is_err());
+        assert!(header_name_from_wire(b"").is_err());
+    }
     use http::{
         header::{CONTENT_LENGTH, TRANSFER_ENCODING},
         StatusCode, Version,
