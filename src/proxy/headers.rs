@@ -114,7 +114,7 @@ pub fn set_forwarding(
 ) -> pingora::Result<()> {
     let mut real_ip = None;
     if let Some(ip) = client {
-        let v = ip_value(ip, None);
+        let v = address_value(ip);
         real_ip = Some((ip, v.clone()));
         req.insert_header(X_REAL_IP, v)?;
     }
@@ -140,6 +140,31 @@ pub fn set_forwarding(
     }
     req.insert_header(X_REQUEST_ID, request_id.clone())?;
     Ok(())
+}
+
+thread_local! {
+    /// The last address written by [address_value] on this thread, with its
+    /// value (its bytes shared, so a clone is a reference count).
+    static LAST_ADDRESS: std::cell::RefCell<Option<(IpAddr, HeaderValue)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// `ip` as a header value, written once per address in a row on a thread: a
+/// keep-alive connection's requests (and one client's connections) share the
+/// bytes instead of each formatting and allocating them again (issue 13).
+fn address_value(ip: IpAddr) -> HeaderValue {
+    LAST_ADDRESS.with(|last| {
+        let mut last = last.borrow_mut();
+        match &*last {
+            Some((cached, value)) if *cached == ip => value.clone(),
+            _ => {
+                let value = ip_value(ip, None);
+                // The first clone makes the bytes shared: later ones only count.
+                *last = Some((ip, value.clone()));
+                value
+            }
+        }
+    })
 }
 
 /// `ip` as a header value, after `prev, ` when there is a previous list.
@@ -220,6 +245,16 @@ mod tests {
             .bytes()
             .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)));
         assert_ne!(request_id(None), request_id(None));
+    }
+
+    #[test]
+    fn address_values_are_reused_only_for_the_same_address() {
+        let a: IpAddr = "192.0.2.7".parse().unwrap();
+        let b: IpAddr = "::1".parse().unwrap();
+        assert_eq!(address_value(a), "192.0.2.7");
+        assert_eq!(address_value(a), "192.0.2.7");
+        assert_eq!(address_value(b), "::1");
+        assert_eq!(address_value(a), "192.0.2.7");
     }
 
     #[test]

@@ -292,12 +292,24 @@ impl ProxyHttp for Gatehouse {
             })?;
             upstream_request.set_uri(uri);
         }
-        let host = headers::request_host_value(session.req_header());
-        if upstream_request.headers.get(http::header::HOST).is_none() {
-            if let Some(h) = &host {
-                upstream_request.insert_header(http::header::HOST, h.clone())?;
+        // An HTTP/1 request goes up with the client's head, Host included:
+        // its value is read there (one lookup instead of two).
+        let h1_host = match session.req_header().version {
+            http::Version::HTTP_2 => None,
+            _ => upstream_request.headers.get(http::header::HOST),
+        };
+        let host = match h1_host {
+            Some(h) => h.to_str().is_ok().then(|| h.clone()),
+            None => {
+                let host = headers::request_host_value(session.req_header());
+                if upstream_request.headers.get(http::header::HOST).is_none() {
+                    if let Some(h) = &host {
+                        upstream_request.insert_header(http::header::HOST, h.clone())?;
+                    }
+                }
+                host
             }
-        }
+        };
         if let Some(body) = &ctx.body {
             // A buffered body goes upstream with its length, as Nginx sends it
             // (WSGI servers want a Content-Length).
