@@ -147,6 +147,11 @@ impl BufferProgress {
     }
 }
 
+/// Gatehouse patch: size of the stack buffer a read goes through when the
+/// deframer buffer holds nothing (see `DeframerVecBuffer::read`). Under
+/// glibc's `rep stosb` threshold, so zeroing it stays a short vector loop.
+const READ_PROBE_SIZE: usize = 1024;
+
 #[derive(Default, Debug)]
 pub(crate) struct DeframerVecBuffer {
     /// Buffer of data read from the socket, in the process of being parsed into messages.
@@ -197,6 +202,29 @@ impl DeframerVecBuffer {
 impl DeframerVecBuffer {
     /// Read some bytes from `rd`, and add them to the buffer.
     pub(crate) fn read(&mut self, rd: &mut dyn io::Read, in_handshake: bool) -> io::Result<usize> {
+        // Gatehouse patch: with no bytes held and no full-size buffer (it was
+        // given back below, or holds only a small read), read into a stack
+        // buffer first: a read that finds the socket drained (most reads of a
+        // quiet connection) then allocates and zeroes nothing, and a small
+        // read keeps only its own bytes.
+        if self.used == 0 && self.buf.len() < READ_PROBE_SIZE * 4 {
+            let mut probe = [0u8; READ_PROBE_SIZE];
+            let new_bytes = match rd.read(&mut probe) {
+                Ok(new_bytes) => new_bytes,
+                Err(err) => {
+                    if err.kind() == io::ErrorKind::WouldBlock {
+                        self.buf = Vec::new();
+                    }
+                    return Err(err);
+                }
+            };
+            self.buf.clear();
+            self.buf
+                .extend_from_slice(&probe[..new_bytes]);
+            self.used = new_bytes;
+            return Ok(new_bytes);
+        }
+
         if let Err(err) = self.prepare_read(in_handshake) {
             return Err(io::Error::new(io::ErrorKind::InvalidData, err));
         }
@@ -205,7 +233,19 @@ impl DeframerVecBuffer {
         // we get a message with a length field out of range here,
         // we do a zero length read.  That looks like an EOF to
         // the next layer up, which is fine.
-        let new_bytes = rd.read(&mut self.buf[self.used..])?;
+        let new_bytes = match rd.read(&mut self.buf[self.used..]) {
+            Ok(new_bytes) => new_bytes,
+            Err(err) => {
+                // Gatehouse patch: nothing to read and no partial record
+                // held, so the buffer's memory (at least 4 KiB) is given back
+                // while the peer is quiet; an idle connection holds none of
+                // it. The next read goes through the stack buffer above.
+                if self.used == 0 && err.kind() == io::ErrorKind::WouldBlock {
+                    self.buf = Vec::new();
+                }
+                return Err(err);
+            }
+        };
         self.used += new_bytes;
         Ok(new_bytes)
     }
