@@ -456,8 +456,13 @@ async fn endless_continuation_frames_are_cut_off() {
         sent / 1024,
         rss / 1024
     );
+    // The flood started: at least one batch of 256 KiB (four times the
+    // 64 KiB header-list limit) was written, or refused because the server
+    // had already cut the block off. How many batches the socket takes before
+    // the server's GOAWAY and close depends on timing (1.5-2.3 MiB on an idle
+    // machine, under 1 MiB under load), so the test asks no more than that.
     assert!(
-        sent >= 1 << 20,
+        sent >= 256 << 10,
         "only {sent} bytes of CONTINUATION went out: the flood was not sent"
     );
     assert!(
