@@ -659,18 +659,9 @@ async fn header_names_go_out_in_title_case_on_http1() {
     let gh = start_api(&[addr.to_string()], "").await;
 
     let request = "GET /api/case HTTP/1.1\r\nhost: h.test\r\nx-API-key: k\r\nUSER-AGENT: raw\r\nConnection: close\r\n\r\n";
-    let mut client = tokio::net::TcpStream::connect(gh.http_addr())
+    let response = common::raw::wire(gh.http_addr(), request.as_bytes())
         .await
-        .unwrap();
-    let response = tokio::time::timeout(common::raw::RAW_TIMEOUT, async {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        client.write_all(request.as_bytes()).await.unwrap();
-        let mut out = Vec::new();
-        client.read_to_end(&mut out).await.unwrap();
-        out
-    })
-    .await
-    .expect("the response within the timeout");
+        .expect("the response within the timeout");
     let response = String::from_utf8_lossy(&response);
     let head = response.split("\r\n\r\n").next().unwrap_or_default();
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
@@ -746,18 +737,9 @@ async fn a_folded_upstream_field_reaches_the_client_on_one_line() {
     ] {
         let gh = start_api(&[addr.to_string()], "").await;
         let request = "GET /api/fold HTTP/1.1\r\nHost: h.test\r\nConnection: close\r\n\r\n";
-        let mut client = tokio::net::TcpStream::connect(gh.http_addr())
+        let response = common::raw::wire(gh.http_addr(), request.as_bytes())
             .await
-            .unwrap();
-        let response = tokio::time::timeout(common::raw::RAW_TIMEOUT, async {
-            use tokio::io::{AsyncReadExt, AsyncWriteExt};
-            client.write_all(request.as_bytes()).await.unwrap();
-            let mut out = Vec::new();
-            client.read_to_end(&mut out).await.unwrap();
-            out
-        })
-        .await
-        .expect("the response within the timeout");
+            .expect("the response within the timeout");
         let response = String::from_utf8_lossy(&response);
         let (head, body) = response.split_once("\r\n\r\n").unwrap_or_default();
         assert!(head.starts_with("HTTP/1.1 200"), "{head}");

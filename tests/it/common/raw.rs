@@ -54,6 +54,17 @@ pub async fn request(addr: SocketAddr, bytes: &[u8]) -> std::io::Result<RawRespo
     exchange(&mut stream, bytes).await
 }
 
+/// Connects to `addr`, sends `bytes` and returns every byte the server sends
+/// until it closes, unparsed: for tests of the exact wire form (name case,
+/// folding). Send `Connection: close`.
+pub async fn wire(addr: SocketAddr, bytes: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut stream = timed(TcpStream::connect(addr)).await??;
+    timed(stream.write_all(bytes)).await??;
+    let mut out = Vec::new();
+    timed(stream.read_to_end(&mut out)).await??;
+    Ok(out)
+}
+
 /// Sends `bytes` on `stream` and reads one response (no body after `HEAD`).
 pub async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
