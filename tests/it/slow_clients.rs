@@ -207,6 +207,38 @@ async fn slow_readers_of_a_big_answer_do_not_hold_the_backend() {
     conn.abort();
 }
 
+/// Clients that hang up in the middle of a big buffered answer give its share
+/// of the process-wide buffer budget (512 MiB) back: after 40 of them (800 MB
+/// read from the backend, most of it still in the pipe when the client went),
+/// the backend is still read at its pace and a big answer still arrives whole.
+/// Before, each hang-up kept its share for the life of the process, and the
+/// 32nd big answer here waited for the budget forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_hang_up_mid_answer_give_the_buffer_budget_back() {
+    let api = Serial::start().await;
+    let gh = default_gatehouse(&api).await;
+    let finished = || api.received().iter().filter(|r| r.path == "/big").count();
+    for i in 1..=40 {
+        let reader = slow_reader(&gh).await;
+        assert!(
+            common::eventually(WITHIN, || async { finished() == i }).await,
+            "the backend did not finish big answer {i}: the buffer budget ran out"
+        );
+        drop(reader);
+    }
+    let body = tokio::time::timeout(WITHIN, async {
+        reqwest::get(gh.http_url("/api/big"))
+            .await?
+            .error_for_status()?
+            .bytes()
+            .await
+    })
+    .await
+    .expect("the last big answer within the time limit")
+    .expect("the last big answer");
+    assert_eq!(body.len(), BIG_LEN);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_response_buffering_a_slow_reader_holds_the_backend() {
     let api = Serial::start().await;

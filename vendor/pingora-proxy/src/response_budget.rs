@@ -12,7 +12,7 @@
 //! `X-Accel-Buffering: no` keeps the small pipe (it is a stream, and could
 //! otherwise grow without end for a client that does not read).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use pingora_core::protocols::http::HttpTask;
@@ -41,6 +41,11 @@ pub(crate) struct ResponseBudget {
     per_request_size: usize,
     total: Arc<Semaphore>,
     streaming: AtomicBool,
+    /// Bytes taken from `total` and not given back yet: the share of the
+    /// tasks still in the pipe. Given back when the budget is dropped, so an
+    /// exchange that ends early (the client hung up mid-answer, an upstream
+    /// error, a retry) returns what its dropped tasks held.
+    from_total: AtomicUsize,
 }
 
 impl ResponseBudget {
@@ -51,6 +56,7 @@ impl ResponseBudget {
             per_request_size,
             total: settings.total,
             streaming: AtomicBool::new(false),
+            from_total: AtomicUsize::new(0),
         })
     }
 
@@ -101,6 +107,7 @@ impl ResponseBudget {
         if !self.streaming.load(Ordering::Relaxed) {
             if let Ok(p) = self.total.acquire_many(cost).await {
                 p.forget();
+                self.from_total.fetch_add(cost as usize, Ordering::Relaxed);
             }
         }
     }
@@ -113,7 +120,29 @@ impl ResponseBudget {
         }
         self.per_request.add_permits(cost);
         if !self.streaming.load(Ordering::Relaxed) {
-            self.total.add_permits(cost);
+            // Only what this budget took and still holds goes back.
+            let held = self
+                .from_total
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |held| {
+                    Some(held.saturating_sub(cost))
+                })
+                .unwrap_or(0);
+            self.total.add_permits(cost.min(held));
+        }
+    }
+}
+
+impl Drop for ResponseBudget {
+    /// Gatehouse patch (row 61): the share of the tasks that never reached the
+    /// downstream half goes back to the process-wide budget. Before, each
+    /// exchange that ended with tasks in the pipe kept its share for the life
+    /// of the process; about 16 downloads of big buffered answers cut off
+    /// by their clients used up all of it, and every buffered answer after
+    /// that waited for the budget forever.
+    fn drop(&mut self) {
+        let held = *self.from_total.get_mut();
+        if held > 0 {
+            self.total.add_permits(held);
         }
     }
 }
