@@ -244,9 +244,12 @@ impl ProxyHttp for Gatehouse {
     }
 
     /// The server's reuse hash, kept with it ([`crate::pool::Backend`]):
-    /// Pingora need not hash the peer per request (vendor patch 90).
-    fn upstream_peer_reuse_hash(&self, _peer: &HttpPeer, ctx: &Ctx) -> Option<u64> {
-        ctx.in_flight.as_ref().map(|f| f.backend().reuse_hash)
+    /// Pingora need not hash the peer per request (vendor patch 90). Only
+    /// for the peer made from that server: any other peer is hashed by
+    /// Pingora, so pooled connections of two servers can never mix.
+    fn upstream_peer_reuse_hash(&self, peer: &HttpPeer, ctx: &Ctx) -> Option<u64> {
+        let backend = ctx.in_flight.as_ref()?.backend();
+        (peer._address.as_inet() == Some(&backend.addr)).then_some(backend.reuse_hash)
     }
 
     fn fail_to_connect(
