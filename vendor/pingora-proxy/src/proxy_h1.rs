@@ -339,7 +339,12 @@ where
                 }
             }
             let ready = if tasks.len() < TASK_BUFFER_SIZE {
-                // unconstrained: a spent coop budget would make a ready read look pending
+                // unconstrained: a spent coop budget would make a ready read look pending.
+                // A read that is still pending is dropped here (then the two halves
+                // read again), so `read_response_task` must stay cancel-safe: a head
+                // read in pieces is kept in the session's head buffer, and the body
+                // reader records what it consumed before each await (both hold in
+                // pingora-core 0.9.1; the old path cancelled it too, in its select!).
                 tokio::task::unconstrained(client_session.read_response_task()).now_or_never()
             } else {
                 None
