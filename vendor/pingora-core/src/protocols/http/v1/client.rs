@@ -58,6 +58,9 @@ pub struct HttpSession {
     keepalive_timeout: KeepaliveStatus,
     pub(crate) digest: Box<Digest>,
     response_header: Option<Box<ResponseHeader>>,
+    /// Gatehouse patch: what the session still reads of a response head that
+    /// `read_response_task` handed over (moved out, not copied).
+    handed_over: Option<HandedOverHead>,
     request_written: Option<Box<RequestHeader>>,
     bytes_sent: usize,
     /// Total response body payload bytes received from upstream
@@ -95,6 +98,7 @@ impl HttpSession {
             body_writer: BodyWriter::new(),
             keepalive_timeout: KeepaliveStatus::Off,
             response_header: None,
+            handed_over: None,
             request_written: None,
             read_timeout: None,
             write_timeout: None,
@@ -363,6 +367,7 @@ impl HttpSession {
                         self.preread_body = Some(BufRef(s, total_read));
                         self.buf = buf;
                         self.response_header = Some(response_header);
+                        self.handed_over = None;
                         if let Err(e) = self.validate_response() {
                             return self.fail_response_header_read(e);
                         }
@@ -474,8 +479,35 @@ impl HttpSession {
     }
 
     /// Return a reference of the [`ResponseHeader`] if the response is read
+    ///
+    /// Gatehouse patch: `None` once [`Self::read_response_task`] handed the head
+    /// over in its [`HttpTask::Header`] ([`Self::get_status`] still answers).
     pub fn resp_header(&self) -> Option<&ResponseHeader> {
         self.response_header.as_deref()
+    }
+
+    /// Gatehouse patch: move the head just read out of the session, keeping the
+    /// few facts the session reads of it later (the status for the next read
+    /// and the body reader, the keep-alive facts for `respect_keepalive`).
+    /// The body reader of a final answer was set up by `read_response`, so its
+    /// framing fields are not needed again.
+    fn hand_over_response_header(&mut self) -> Result<Box<ResponseHeader>> {
+        match self.response_header.take() {
+            Some(header) => {
+                self.handed_over = Some(HandedOverHead::of(&header));
+                Ok(header)
+            }
+            None => Error::e_explain(InternalError, "no response header after reading one"),
+        }
+    }
+
+    /// Gatehouse patch: the keep-alive facts of the response head, from the head
+    /// or from what was kept of it when it was handed over.
+    fn resp_keepalive_facts(&self) -> Option<HandedOverHead> {
+        match self.response_header.as_deref() {
+            Some(header) => Some(HandedOverHead::of(header)),
+            None => self.handed_over,
+        }
     }
 
     /// Get the header value for the given header name from the response header
@@ -495,7 +527,11 @@ impl HttpSession {
 
     /// Return the status code of the response if read
     pub fn get_status(&self) -> Option<StatusCode> {
-        self.response_header.as_ref().map(|h| h.status)
+        // Gatehouse patch: also after the head was handed over.
+        match self.response_header.as_deref() {
+            Some(h) => Some(h.status),
+            None => self.handed_over.map(|h| h.status),
+        }
     }
 
     async fn do_read_body(&mut self) -> Result<Option<BufRef>> {
@@ -603,20 +639,18 @@ impl HttpSession {
             return;
         }
 
+        // Gatehouse patch: the facts are read from the head, or from what was
+        // kept of it when `read_response_task` handed it over.
+        let resp = self.resp_keepalive_facts();
         // Per [RFC 9112 Section 6.1-16](https://datatracker.ietf.org/doc/html/rfc9112#section-6.1-16),
         // if Transfer-Encoding is received in HTTP/1.0 response, connection MUST be closed after processing.
-        if self.resp_header().map(|h| h.version) == Some(Version::HTTP_10)
-            && self
-                .resp_header()
-                .and_then(|h| h.headers.get(header::TRANSFER_ENCODING))
-                .is_some()
-        {
+        if resp.is_some_and(|h| h.http10_transfer_encoding) {
             self.set_keepalive(None);
             return;
         }
-        if let Some(keepalive) = self.is_connection_keepalive() {
+        if let Some(keepalive) = self.is_connection_keepalive(resp) {
             if keepalive {
-                let (timeout, _max_use) = self.get_keepalive_values();
+                let (timeout, _max_use) = resp.map_or((None, None), |h| h.keepalive_values);
                 // TODO: respect max_use
                 match timeout {
                     Some(d) => self.set_keepalive(Some(d)),
@@ -625,7 +659,7 @@ impl HttpSession {
             } else {
                 self.set_keepalive(None);
             }
-        } else if self.resp_header().map(|h| h.version) == Some(Version::HTTP_11) {
+        } else if resp.map(|h| h.version) == Some(Version::HTTP_11) {
             self.set_keepalive(Some(0)); // on by default for http 1.1
         } else {
             self.set_keepalive(None); // off by default for http 1.0
@@ -637,7 +671,7 @@ impl HttpSession {
         !matches!(self.keepalive_timeout, KeepaliveStatus::Off)
     }
 
-    fn is_connection_keepalive(&self) -> Option<bool> {
+    fn is_connection_keepalive(&self, resp: Option<HandedOverHead>) -> Option<bool> {
         // Gatehouse patch: no lookup of a field a head lacks.
         let request_keepalive = self.request_written.as_deref().and_then(|req| {
             is_buf_keepalive(framing_field(
@@ -650,9 +684,7 @@ impl HttpSession {
         match request_keepalive {
             // ignore what the server sends if request disables keepalive explicitly
             Some(false) => Some(false),
-            _ => is_buf_keepalive(self.resp_header().and_then(|resp| {
-                framing_field(resp, FramingField::Connection, &header::CONNECTION)
-            })),
+            _ => resp.and_then(|h| h.connection_keepalive),
         }
     }
 
@@ -660,13 +692,18 @@ impl HttpSession {
     /// This is defined in the below spec, this not part of any RFC, so
     /// it's behavior is different on different platforms.
     /// https://developer.mozilla.org/en-US/docs/Web/HTTP/Headers/Keep-Alive
+    #[cfg(test)]
     fn get_keepalive_values(&self) -> (Option<u64>, Option<usize>) {
+        self.resp_keepalive_facts()
+            .map_or((None, None), |h| h.keepalive_values)
+    }
+
+    /// Gatehouse patch: a function of the head (see `HandedOverHead`).
+    fn keepalive_values_of(resp: &ResponseHeader) -> (Option<u64>, Option<usize>) {
         // Gatehouse patch: a constant name (a `&str` is parsed and lower-cased
         // on every lookup).
         static KEEP_ALIVE: http::HeaderName = http::HeaderName::from_static("keep-alive");
-        let Some(keep_alive_header) = self
-            .resp_header()
-            .and_then(|resp| framing_field(resp, FramingField::KeepAlive, &KEEP_ALIVE))
+        let Some(keep_alive_header) = framing_field(resp, FramingField::KeepAlive, &KEEP_ALIVE)
         else {
             return (None, None);
         };
@@ -864,7 +901,11 @@ impl HttpSession {
 
     pub async fn read_response_task(&mut self) -> Result<HttpTask> {
         if self.should_read_resp_header() {
-            let resp_header = self.read_resp_header_parts().await?;
+            // Gatehouse patch: the head is handed over, not copied (the session
+            // kept a clone of it, which nothing read but the status and the
+            // keep-alive facts).
+            self.read_response().await?;
+            let resp_header = self.hand_over_response_header()?;
             let end_of_body = self.is_body_done();
             debug!("Response header: {resp_header:?}");
             trace!(
@@ -933,6 +974,40 @@ impl HttpSession {
     /// prior to being returned.
     pub fn into_inner(self) -> Stream {
         self.underlying_stream
+    }
+}
+
+/// Gatehouse patch: what an HTTP/1.x client session reads of a response head
+/// after reading it: the status (whether to read another head, the body
+/// reader) and the facts `respect_keepalive` decides with. Kept in place of a
+/// copy of the head when `read_response_task` hands the head over.
+#[derive(Debug, Clone, Copy)]
+struct HandedOverHead {
+    status: StatusCode,
+    version: Version,
+    /// An HTTP/1.0 answer with `Transfer-Encoding` (RFC 9112 §6.1: close after it).
+    http10_transfer_encoding: bool,
+    /// `Connection: keep-alive` (`Some(true)`), `close` (`Some(false)`) or neither.
+    connection_keepalive: Option<bool>,
+    /// `Keep-Alive: timeout=…, max=…`.
+    keepalive_values: (Option<u64>, Option<usize>),
+}
+
+impl HandedOverHead {
+    fn of(resp: &ResponseHeader) -> Self {
+        HandedOverHead {
+            status: resp.status,
+            version: resp.version,
+            http10_transfer_encoding: resp.version == Version::HTTP_10
+                && framing_field(resp, FramingField::TransferEncoding, &header::TRANSFER_ENCODING)
+                    .is_some(),
+            connection_keepalive: is_buf_keepalive(framing_field(
+                resp,
+                FramingField::Connection,
+                &header::CONNECTION,
+            )),
+            keepalive_values: HttpSession::keepalive_values_of(resp),
+        }
     }
 }
 
