@@ -61,7 +61,9 @@ pub struct HttpSession {
     /// Gatehouse patch: what the session still reads of a response head that
     /// `read_response_task` handed over (moved out, not copied).
     handed_over: Option<HandedOverHead>,
-    request_written: Option<Box<RequestHeader>>,
+    /// Gatehouse patch: what the session reads of the request head it wrote
+    /// (the head itself is the caller's, see `write_request_header_ref`).
+    request_written: Option<WrittenRequest>,
     bytes_sent: usize,
     /// Total response body payload bytes received from upstream
     body_recv: usize,
@@ -128,11 +130,19 @@ impl HttpSession {
     /// After the request header is sent. The caller can either start reading the response or
     /// sending request body if any.
     pub async fn write_request_header(&mut self, req: Box<RequestHeader>) -> Result<usize> {
+        self.write_request_header_ref(&req).await
+    }
+
+    /// Gatehouse patch: [`Self::write_request_header`] of a borrowed head. The
+    /// session keeps only what it reads of the head later (whether it is a
+    /// `HEAD`, an upgrade, and its `Connection` keep-alive fact), so the caller
+    /// neither boxes the head nor gives it up.
+    pub async fn write_request_header_ref(&mut self, req: &RequestHeader) -> Result<usize> {
         // TODO: make sure this can only be called once
         // init body writer
-        self.init_req_body_writer(&req);
+        self.init_req_body_writer(req);
 
-        let to_wire = http_req_header_to_wire(&req).ok_or_else(|| {
+        let to_wire = http_req_header_to_wire(req).ok_or_else(|| {
             Error::explain(
                 InvalidHTTPHeader,
                 "request-line contains forbidden delimiter bytes or unsupported HTTP version",
@@ -161,7 +171,7 @@ impl HttpSession {
             .or_err(WriteError, "flushing request header")?;
 
         // write was successful
-        self.request_written = Some(req);
+        self.request_written = Some(WrittenRequest::of(req));
         Ok(to_wire.len())
     }
 
@@ -673,13 +683,9 @@ impl HttpSession {
 
     fn is_connection_keepalive(&self, resp: Option<HandedOverHead>) -> Option<bool> {
         // Gatehouse patch: no lookup of a field a head lacks.
-        let request_keepalive = self.request_written.as_deref().and_then(|req| {
-            is_buf_keepalive(framing_field(
-                req,
-                FramingField::Connection,
-                &header::CONNECTION,
-            ))
-        });
+        let request_keepalive = self
+            .request_written
+            .and_then(|req| req.connection_keepalive);
 
         match request_keepalive {
             // ignore what the server sends if request disables keepalive explicitly
@@ -788,11 +794,9 @@ impl HttpSession {
                 false
             };
 
-            if let Some(req) = self.request_written.as_ref() {
-                if req.method == http::method::Method::HEAD {
-                    self.body_reader.init_content_length(0, preread_body);
-                    return;
-                }
+            if self.request_written.is_some_and(|req| req.head) {
+                self.body_reader.init_content_length(0, preread_body);
+                return;
             }
 
             if upgraded {
@@ -812,10 +816,7 @@ impl HttpSession {
 
     /// Whether this request is for upgrade
     pub fn is_upgrade_req(&self) -> bool {
-        match self.request_written.as_deref() {
-            Some(req) => is_upgrade_req(req),
-            None => false,
-        }
+        self.request_written.is_some_and(|req| req.upgrade)
     }
 
     /// `Some(true)` if the this is a successful upgrade
@@ -999,14 +1000,44 @@ impl HandedOverHead {
             status: resp.status,
             version: resp.version,
             http10_transfer_encoding: resp.version == Version::HTTP_10
-                && framing_field(resp, FramingField::TransferEncoding, &header::TRANSFER_ENCODING)
-                    .is_some(),
+                && framing_field(
+                    resp,
+                    FramingField::TransferEncoding,
+                    &header::TRANSFER_ENCODING,
+                )
+                .is_some(),
             connection_keepalive: is_buf_keepalive(framing_field(
                 resp,
                 FramingField::Connection,
                 &header::CONNECTION,
             )),
             keepalive_values: HttpSession::keepalive_values_of(resp),
+        }
+    }
+}
+
+/// Gatehouse patch: what an HTTP/1.x client session reads of the request head
+/// it wrote: whether the answer has no body (`HEAD`), whether a 101 upgrades
+/// the connection, and whether the request turned keep-alive off.
+#[derive(Debug, Clone, Copy)]
+struct WrittenRequest {
+    head: bool,
+    upgrade: bool,
+    /// `Connection: keep-alive` (`Some(true)`), `close` (`Some(false)`) or neither.
+    connection_keepalive: Option<bool>,
+}
+
+impl WrittenRequest {
+    fn of(req: &RequestHeader) -> Self {
+        WrittenRequest {
+            head: req.method == http::method::Method::HEAD,
+            upgrade: is_upgrade_req(req),
+            // Gatehouse patch: no lookup of a field a head lacks.
+            connection_keepalive: is_buf_keepalive(framing_field(
+                req,
+                FramingField::Connection,
+                &header::CONNECTION,
+            )),
         }
     }
 }
