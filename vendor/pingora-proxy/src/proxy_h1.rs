@@ -125,12 +125,15 @@ where
 
         debug!("Sending header to upstream {:?}", req);
 
-        match client_session.write_request_header(Box::new(req)).await {
+        // Gatehouse patch: the head is written from here (no box); the client
+        // session keeps only the few facts it reads of it (pingora-core).
+        match client_session.write_request_header_ref(&req).await {
             Ok(_) => { /* Continue */ }
             Err(e) => {
                 return (false, false, Some(e.into_up()));
             }
         }
+        drop(req);
 
         session.as_mut().enable_retry_buffering();
 

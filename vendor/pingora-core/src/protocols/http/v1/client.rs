@@ -58,7 +58,12 @@ pub struct HttpSession {
     keepalive_timeout: KeepaliveStatus,
     pub(crate) digest: Box<Digest>,
     response_header: Option<Box<ResponseHeader>>,
-    request_written: Option<Box<RequestHeader>>,
+    /// Gatehouse patch: what the session still reads of a response head that
+    /// `read_response_task` handed over (moved out, not copied).
+    handed_over: Option<HandedOverHead>,
+    /// Gatehouse patch: what the session reads of the request head it wrote
+    /// (the head itself is the caller's, see `write_request_header_ref`).
+    request_written: Option<WrittenRequest>,
     bytes_sent: usize,
     /// Total response body payload bytes received from upstream
     body_recv: usize,
@@ -95,6 +100,7 @@ impl HttpSession {
             body_writer: BodyWriter::new(),
             keepalive_timeout: KeepaliveStatus::Off,
             response_header: None,
+            handed_over: None,
             request_written: None,
             read_timeout: None,
             write_timeout: None,
@@ -124,11 +130,19 @@ impl HttpSession {
     /// After the request header is sent. The caller can either start reading the response or
     /// sending request body if any.
     pub async fn write_request_header(&mut self, req: Box<RequestHeader>) -> Result<usize> {
+        self.write_request_header_ref(&req).await
+    }
+
+    /// Gatehouse patch: [`Self::write_request_header`] of a borrowed head. The
+    /// session keeps only what it reads of the head later (whether it is a
+    /// `HEAD`, an upgrade, and its `Connection` keep-alive fact), so the caller
+    /// neither boxes the head nor gives it up.
+    pub async fn write_request_header_ref(&mut self, req: &RequestHeader) -> Result<usize> {
         // TODO: make sure this can only be called once
         // init body writer
-        self.init_req_body_writer(&req);
+        self.init_req_body_writer(req);
 
-        let to_wire = http_req_header_to_wire(&req).ok_or_else(|| {
+        let to_wire = http_req_header_to_wire(req).ok_or_else(|| {
             Error::explain(
                 InvalidHTTPHeader,
                 "request-line contains forbidden delimiter bytes or unsupported HTTP version",
@@ -157,7 +171,7 @@ impl HttpSession {
             .or_err(WriteError, "flushing request header")?;
 
         // write was successful
-        self.request_written = Some(req);
+        self.request_written = Some(WrittenRequest::of(req));
         Ok(to_wire.len())
     }
 
@@ -363,6 +377,7 @@ impl HttpSession {
                         self.preread_body = Some(BufRef(s, total_read));
                         self.buf = buf;
                         self.response_header = Some(response_header);
+                        self.handed_over = None;
                         if let Err(e) = self.validate_response() {
                             return self.fail_response_header_read(e);
                         }
@@ -474,8 +489,35 @@ impl HttpSession {
     }
 
     /// Return a reference of the [`ResponseHeader`] if the response is read
+    ///
+    /// Gatehouse patch: `None` once [`Self::read_response_task`] handed the head
+    /// over in its [`HttpTask::Header`] ([`Self::get_status`] still answers).
     pub fn resp_header(&self) -> Option<&ResponseHeader> {
         self.response_header.as_deref()
+    }
+
+    /// Gatehouse patch: move the head just read out of the session, keeping the
+    /// few facts the session reads of it later (the status for the next read
+    /// and the body reader, the keep-alive facts for `respect_keepalive`).
+    /// The body reader of a final answer was set up by `read_response`, so its
+    /// framing fields are not needed again.
+    fn hand_over_response_header(&mut self) -> Result<Box<ResponseHeader>> {
+        match self.response_header.take() {
+            Some(header) => {
+                self.handed_over = Some(HandedOverHead::of(&header));
+                Ok(header)
+            }
+            None => Error::e_explain(InternalError, "no response header after reading one"),
+        }
+    }
+
+    /// Gatehouse patch: the keep-alive facts of the response head, from the head
+    /// or from what was kept of it when it was handed over.
+    fn resp_keepalive_facts(&self) -> Option<HandedOverHead> {
+        match self.response_header.as_deref() {
+            Some(header) => Some(HandedOverHead::of(header)),
+            None => self.handed_over,
+        }
     }
 
     /// Get the header value for the given header name from the response header
@@ -495,7 +537,11 @@ impl HttpSession {
 
     /// Return the status code of the response if read
     pub fn get_status(&self) -> Option<StatusCode> {
-        self.response_header.as_ref().map(|h| h.status)
+        // Gatehouse patch: also after the head was handed over.
+        match self.response_header.as_deref() {
+            Some(h) => Some(h.status),
+            None => self.handed_over.map(|h| h.status),
+        }
     }
 
     async fn do_read_body(&mut self) -> Result<Option<BufRef>> {
@@ -603,20 +649,18 @@ impl HttpSession {
             return;
         }
 
+        // Gatehouse patch: the facts are read from the head, or from what was
+        // kept of it when `read_response_task` handed it over.
+        let resp = self.resp_keepalive_facts();
         // Per [RFC 9112 Section 6.1-16](https://datatracker.ietf.org/doc/html/rfc9112#section-6.1-16),
         // if Transfer-Encoding is received in HTTP/1.0 response, connection MUST be closed after processing.
-        if self.resp_header().map(|h| h.version) == Some(Version::HTTP_10)
-            && self
-                .resp_header()
-                .and_then(|h| h.headers.get(header::TRANSFER_ENCODING))
-                .is_some()
-        {
+        if resp.is_some_and(|h| h.http10_transfer_encoding) {
             self.set_keepalive(None);
             return;
         }
-        if let Some(keepalive) = self.is_connection_keepalive() {
+        if let Some(keepalive) = self.is_connection_keepalive(resp) {
             if keepalive {
-                let (timeout, _max_use) = self.get_keepalive_values();
+                let (timeout, _max_use) = resp.map_or((None, None), |h| h.keepalive_values);
                 // TODO: respect max_use
                 match timeout {
                     Some(d) => self.set_keepalive(Some(d)),
@@ -625,7 +669,7 @@ impl HttpSession {
             } else {
                 self.set_keepalive(None);
             }
-        } else if self.resp_header().map(|h| h.version) == Some(Version::HTTP_11) {
+        } else if resp.map(|h| h.version) == Some(Version::HTTP_11) {
             self.set_keepalive(Some(0)); // on by default for http 1.1
         } else {
             self.set_keepalive(None); // off by default for http 1.0
@@ -637,22 +681,16 @@ impl HttpSession {
         !matches!(self.keepalive_timeout, KeepaliveStatus::Off)
     }
 
-    fn is_connection_keepalive(&self) -> Option<bool> {
+    fn is_connection_keepalive(&self, resp: Option<HandedOverHead>) -> Option<bool> {
         // Gatehouse patch: no lookup of a field a head lacks.
-        let request_keepalive = self.request_written.as_deref().and_then(|req| {
-            is_buf_keepalive(framing_field(
-                req,
-                FramingField::Connection,
-                &header::CONNECTION,
-            ))
-        });
+        let request_keepalive = self
+            .request_written
+            .and_then(|req| req.connection_keepalive);
 
         match request_keepalive {
             // ignore what the server sends if request disables keepalive explicitly
             Some(false) => Some(false),
-            _ => is_buf_keepalive(self.resp_header().and_then(|resp| {
-                framing_field(resp, FramingField::Connection, &header::CONNECTION)
-            })),
+            _ => resp.and_then(|h| h.connection_keepalive),
         }
     }
 
@@ -660,13 +698,18 @@ impl HttpSession {
     /// This is defined in the below spec, this not part of any RFC, so
     /// it's behavior is different on different platforms.
     /// https://developer.mozilla.org/en-US/docs/Web/HTTP/Headers/Keep-Alive
+    #[cfg(test)]
     fn get_keepalive_values(&self) -> (Option<u64>, Option<usize>) {
+        self.resp_keepalive_facts()
+            .map_or((None, None), |h| h.keepalive_values)
+    }
+
+    /// Gatehouse patch: a function of the head (see `HandedOverHead`).
+    fn keepalive_values_of(resp: &ResponseHeader) -> (Option<u64>, Option<usize>) {
         // Gatehouse patch: a constant name (a `&str` is parsed and lower-cased
         // on every lookup).
         static KEEP_ALIVE: http::HeaderName = http::HeaderName::from_static("keep-alive");
-        let Some(keep_alive_header) = self
-            .resp_header()
-            .and_then(|resp| framing_field(resp, FramingField::KeepAlive, &KEEP_ALIVE))
+        let Some(keep_alive_header) = framing_field(resp, FramingField::KeepAlive, &KEEP_ALIVE)
         else {
             return (None, None);
         };
@@ -751,11 +794,9 @@ impl HttpSession {
                 false
             };
 
-            if let Some(req) = self.request_written.as_ref() {
-                if req.method == http::method::Method::HEAD {
-                    self.body_reader.init_content_length(0, preread_body);
-                    return;
-                }
+            if self.request_written.is_some_and(|req| req.head) {
+                self.body_reader.init_content_length(0, preread_body);
+                return;
             }
 
             if upgraded {
@@ -775,10 +816,7 @@ impl HttpSession {
 
     /// Whether this request is for upgrade
     pub fn is_upgrade_req(&self) -> bool {
-        match self.request_written.as_deref() {
-            Some(req) => is_upgrade_req(req),
-            None => false,
-        }
+        self.request_written.is_some_and(|req| req.upgrade)
     }
 
     /// `Some(true)` if the this is a successful upgrade
@@ -864,7 +902,11 @@ impl HttpSession {
 
     pub async fn read_response_task(&mut self) -> Result<HttpTask> {
         if self.should_read_resp_header() {
-            let resp_header = self.read_resp_header_parts().await?;
+            // Gatehouse patch: the head is handed over, not copied (the session
+            // kept a clone of it, which nothing read but the status and the
+            // keep-alive facts).
+            self.read_response().await?;
+            let resp_header = self.hand_over_response_header()?;
             let end_of_body = self.is_body_done();
             debug!("Response header: {resp_header:?}");
             trace!(
@@ -933,6 +975,70 @@ impl HttpSession {
     /// prior to being returned.
     pub fn into_inner(self) -> Stream {
         self.underlying_stream
+    }
+}
+
+/// Gatehouse patch: what an HTTP/1.x client session reads of a response head
+/// after reading it: the status (whether to read another head, the body
+/// reader) and the facts `respect_keepalive` decides with. Kept in place of a
+/// copy of the head when `read_response_task` hands the head over.
+#[derive(Debug, Clone, Copy)]
+struct HandedOverHead {
+    status: StatusCode,
+    version: Version,
+    /// An HTTP/1.0 answer with `Transfer-Encoding` (RFC 9112 §6.1: close after it).
+    http10_transfer_encoding: bool,
+    /// `Connection: keep-alive` (`Some(true)`), `close` (`Some(false)`) or neither.
+    connection_keepalive: Option<bool>,
+    /// `Keep-Alive: timeout=…, max=…`.
+    keepalive_values: (Option<u64>, Option<usize>),
+}
+
+impl HandedOverHead {
+    fn of(resp: &ResponseHeader) -> Self {
+        HandedOverHead {
+            status: resp.status,
+            version: resp.version,
+            http10_transfer_encoding: resp.version == Version::HTTP_10
+                && framing_field(
+                    resp,
+                    FramingField::TransferEncoding,
+                    &header::TRANSFER_ENCODING,
+                )
+                .is_some(),
+            connection_keepalive: is_buf_keepalive(framing_field(
+                resp,
+                FramingField::Connection,
+                &header::CONNECTION,
+            )),
+            keepalive_values: HttpSession::keepalive_values_of(resp),
+        }
+    }
+}
+
+/// Gatehouse patch: what an HTTP/1.x client session reads of the request head
+/// it wrote: whether the answer has no body (`HEAD`), whether a 101 upgrades
+/// the connection, and whether the request turned keep-alive off.
+#[derive(Debug, Clone, Copy)]
+struct WrittenRequest {
+    head: bool,
+    upgrade: bool,
+    /// `Connection: keep-alive` (`Some(true)`), `close` (`Some(false)`) or neither.
+    connection_keepalive: Option<bool>,
+}
+
+impl WrittenRequest {
+    fn of(req: &RequestHeader) -> Self {
+        WrittenRequest {
+            head: req.method == http::method::Method::HEAD,
+            upgrade: is_upgrade_req(req),
+            // Gatehouse patch: no lookup of a field a head lacks.
+            connection_keepalive: is_buf_keepalive(framing_field(
+                req,
+                FramingField::Connection,
+                &header::CONNECTION,
+            )),
+        }
     }
 }
 
