@@ -3,7 +3,7 @@
 //! and Transfer-Encoding), line ends, the form of the request target. Pure
 //! functions of the parsed head and, on HTTP/1, its raw bytes.
 
-use pingora::http::RequestHeader;
+use pingora::http::{FramingField, RequestHeader};
 
 /// Bytes of the request line and headers: exact on HTTP/1 (the raw head),
 /// rebuilt from the parsed parts on HTTP/2.
@@ -152,6 +152,11 @@ fn raw_framing_problem(raw: &[u8]) -> Option<&'static str> {
 /// Drops an `Upgrade: h2c` offer (with `HTTP2-Settings` and `Connection`):
 /// the request is then served as the HTTP/1.1 request it also is.
 pub(crate) fn strip_h2c_upgrade(req: &mut RequestHeader) {
+    // A parsed HTTP/1 head records that it has no `Upgrade` (the usual
+    // request): no lookup then.
+    if req.lacks(FramingField::Upgrade) {
+        return;
+    }
     let h2c = req
         .headers
         .get(http::header::UPGRADE)

@@ -16,7 +16,7 @@
 use std::sync::Arc;
 
 use http::{HeaderName, HeaderValue};
-use pingora::http::RequestHeader;
+use pingora::http::{FramingField, RequestHeader};
 
 use super::ctx::Ctx;
 use super::{cors, framing, headers, redirect, route};
@@ -314,12 +314,13 @@ pub(crate) fn apply_rate(
 fn body_size(req: &Request<'_>, _: &Snapshot, ctx: &mut Ctx) -> Decision {
     let max = ctx.route().map_or(u64::MAX, |r| r.max_body_size);
     ctx.max_body = max;
-    let declared = req
-        .head
-        .headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    // No lookup when the parsed head records that it has no `Content-Length`.
+    let declared = match req.head.lacks(FramingField::ContentLength) {
+        true => None,
+        false => req.head.headers.get(http::header::CONTENT_LENGTH),
+    }
+    .and_then(|v| v.to_str().ok())
+    .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > max) {
         Decision::error(413)
     } else {
