@@ -42,13 +42,10 @@ pub fn request_id(sent: Option<&HeaderValue>) -> HeaderValue {
             return v.clone();
         }
     }
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut n = fastrand::u128(..);
+    // A byte at a time (two digits), not a digit at a time: half the steps.
     let mut id = [0u8; 32];
-    for c in id.iter_mut().rev() {
-        *c = HEX[(n & 0xf) as usize];
-        n >>= 4;
-    }
+    // 16 bytes always fit 32 digits.
+    let _ = hex::encode_to_slice(fastrand::u128(..).to_be_bytes(), &mut id);
     // 32 hex digits are always a valid value.
     HeaderValue::from_maybe_shared(bytes::Bytes::copy_from_slice(&id))
         .unwrap_or_else(|_| HeaderValue::from_static("0"))
