@@ -273,10 +273,7 @@ mod tests {
         let ok = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
         assert_eq!(problem(&req, Some(ok)), None);
         let lf = b"GET / HTTP/1.1\nHost: a\r\n\r\n";
-        assert_eq!(
-            problem(&req, Some(lf)),
-            Some("a line ended by a bare LF")
-        );
+        assert_eq!(problem(&req, Some(lf)), Some("a line ended by a bare LF"));
         let fragment = b"GET /#x HTTP/1.1\nHost: a\r\n\r\n";
         assert_eq!(
             problem(&req, Some(fragment)),
@@ -301,8 +298,9 @@ mod tests {
     fn the_pass_records_which_fields_gatehouse_reads_were_sent() {
         let none = raw_lines(b"GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-Host: b\r\n\r\n").sent();
         assert!(!none.request_id() && !none.forwarded_for());
-        let both = raw_lines(b"GET / HTTP/1.1\r\nx-request-id: 1\r\nX-FORWARDED-FOR: 10.0.0.1\r\n\r\n")
-            .sent();
+        let both =
+            raw_lines(b"GET / HTTP/1.1\r\nx-request-id: 1\r\nX-FORWARDED-FOR: 10.0.0.1\r\n\r\n")
+                .sent();
         assert!(both.request_id() && both.forwarded_for());
         // A name that only starts like one of them is not it.
         let lookalike =

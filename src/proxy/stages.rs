@@ -491,11 +491,7 @@ burst = 1
             let mut ctx = Ctx::new();
             ctx.snapshot = Some(snap.clone());
             ctx.tls = tls;
-            let d = run(
-                &Request::new(&h, None),
-                &snap,
-                &mut ctx,
-            );
+            let d = run(&Request::new(&h, None), &snap, &mut ctx);
             assert!(
                 !matches!(d, Decision::AcmeChallenge(_)),
                 "{line} tls={tls}: {d:?}"
