@@ -106,6 +106,8 @@ fn bench_headers(c: &mut Criterion) {
                 true,
                 Some(http::HeaderValue::from_static("example.com")),
                 &http::HeaderValue::from_static("abc"),
+                // The request has no X-Forwarded-For, as the raw pass would say.
+                false,
             )
             .ok()?;
             Some(req)

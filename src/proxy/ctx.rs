@@ -28,6 +28,9 @@ pub struct Ctx {
     pub request_id: HeaderValue,
     pub peer_ip: Option<IpAddr>,
     pub client_ip: Option<IpAddr>,
+    /// Which of the fields Gatehouse reads the client may have sent (from
+    /// the raw HTTP/1 head; all of them on HTTP/2).
+    pub(crate) sent: super::framing::Sent,
     pub pool: Option<Arc<Pool>>,
     /// Servers already tried for this request (inline up to two: no
     /// allocation for the usual one attempt or one retry).
@@ -73,6 +76,7 @@ impl Ctx {
             request_id: HeaderValue::from_static(""),
             peer_ip: None,
             client_ip: None,
+            sent: super::framing::Sent::UNKNOWN,
             pool: None,
             tried: SmallVec::new(),
             exchange_failed: false,

@@ -3,7 +3,7 @@
 //! and Transfer-Encoding), line ends, the form of the request target. Pure
 //! functions of the parsed head and, on HTTP/1, its raw bytes.
 
-use pingora::http::RequestHeader;
+use pingora::http::{FramingField, RequestHeader};
 
 /// Bytes of the request line and headers: exact on HTTP/1 (the raw head),
 /// rebuilt from the parsed parts on HTTP/2.
@@ -28,13 +28,19 @@ pub(crate) fn head_size(req: &RequestHeader, raw: Option<&[u8]>) -> u64 {
 /// differently: it drops `Content-Length` when `Transfer-Encoding` is also
 /// present, and accepts lines ended by a bare LF. Both are refused here, from
 /// the raw head bytes, as Nginx refuses them.
-pub(crate) fn framing_problem(req: &RequestHeader, raw: Option<&[u8]>) -> Option<&'static str> {
-    // HTTP/1: one pass over the raw head first. A parsed header's name is a
-    // raw line's name, so a head without a `Content-Length` or
-    // `Transfer-Encoding` line (the usual request) needs no lookup of either.
-    let lines = raw.map(raw_lines);
+///
+/// `lines` is [`raw_lines`] of `raw` (the one pass over the raw head, made
+/// once per request by [`super::stages::Request::new`]).
+pub(crate) fn framing_problem(
+    req: &RequestHeader,
+    raw: Option<&[u8]>,
+    lines: Option<RawLines>,
+) -> Option<&'static str> {
+    // HTTP/1: a parsed header's name is a raw line's name, so a head without
+    // a `Content-Length` or `Transfer-Encoding` line (the usual request)
+    // needs no lookup of either.
     let (has_length, has_coding) = match lines {
-        Some(RawLines::Scanned { length, coding }) => (length, coding),
+        Some(RawLines::Scanned { length, coding, .. }) => (length, coding),
         // A bare LF stopped the pass, or HTTP/2: look both up.
         Some(RawLines::BareLf) | None => (true, true),
     };
@@ -98,15 +104,53 @@ fn target_problem(target: &[u8]) -> Option<&'static str> {
 
 /// What one pass over the line ends of a raw HTTP/1 head found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum RawLines {
+pub(crate) enum RawLines {
     /// A line ended by a bare LF (the pass stopped there).
     BareLf,
     /// Every line ends in CRLF; whether a `Content-Length` line and a
-    /// `Transfer-Encoding` line are there.
-    Scanned { length: bool, coding: bool },
+    /// `Transfer-Encoding` line are there, and which of the fields Gatehouse
+    /// reads itself ([`Sent`]) have a line.
+    Scanned {
+        length: bool,
+        coding: bool,
+        sent: Sent,
+    },
+}
+
+/// Which of the request fields Gatehouse reads itself (`X-Request-Id`,
+/// `X-Forwarded-For`) the client may have sent: a field without a line in
+/// the raw HTTP/1 head is not in the parsed one, so it is not looked up
+/// (a lookup hashes the custom name: ~150 instructions each, issue 13).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Sent(u8);
+
+impl Sent {
+    /// Nothing known (HTTP/2, or a pass stopped by a bare LF): look up.
+    pub(crate) const UNKNOWN: Sent = Sent(Self::REQUEST_ID | Self::FORWARDED_FOR);
+    const NONE: Sent = Sent(0);
+    const REQUEST_ID: u8 = 1;
+    const FORWARDED_FOR: u8 = 2;
+
+    /// Whether the client may have sent `X-Request-Id`.
+    pub(crate) fn request_id(self) -> bool {
+        self.0 & Self::REQUEST_ID != 0
+    }
+
+    /// Whether the client may have sent `X-Forwarded-For`.
+    pub(crate) fn forwarded_for(self) -> bool {
+        self.0 & Self::FORWARDED_FOR != 0
+    }
 }
 
 impl RawLines {
+    /// The fields of [`Sent`] the head may have.
+    pub(crate) fn sent(self) -> Sent {
+        match self {
+            RawLines::Scanned { sent, .. } => sent,
+            RawLines::BareLf => Sent::UNKNOWN,
+        }
+    }
+
     /// The framing problem these lines are, if any.
     fn problem(self) -> Option<&'static str> {
         match self {
@@ -114,6 +158,7 @@ impl RawLines {
             RawLines::Scanned {
                 length: true,
                 coding: true,
+                ..
             } => Some("both Content-Length and Transfer-Encoding"),
             RawLines::Scanned { .. } => None,
         }
@@ -121,13 +166,14 @@ impl RawLines {
 }
 
 /// One pass over the line ends of raw HTTP/1 head bytes.
-fn raw_lines(raw: &[u8]) -> RawLines {
+pub(crate) fn raw_lines(raw: &[u8]) -> RawLines {
     let names_at = |start: usize, name: &[u8]| {
         raw.get(start..start + name.len())
             .is_some_and(|n| n.eq_ignore_ascii_case(name))
             && raw.get(start + name.len()) == Some(&b':')
     };
     let (mut length, mut coding) = (false, false);
+    let mut sent = Sent::NONE;
     let mut line_start = 0;
     for end in memchr::memchr_iter(b'\n', raw) {
         if end == 0 || raw[end - 1] != b'\r' {
@@ -136,11 +182,22 @@ fn raw_lines(raw: &[u8]) -> RawLines {
         match raw.get(line_start) {
             Some(b'c' | b'C') => length |= names_at(line_start, b"content-length"),
             Some(b't' | b'T') => coding |= names_at(line_start, b"transfer-encoding"),
+            Some(b'x' | b'X') => {
+                if names_at(line_start, b"x-request-id") {
+                    sent.0 |= Sent::REQUEST_ID;
+                } else if names_at(line_start, b"x-forwarded-for") {
+                    sent.0 |= Sent::FORWARDED_FOR;
+                }
+            }
             _ => {}
         }
         line_start = end + 1;
     }
-    RawLines::Scanned { length, coding }
+    RawLines::Scanned {
+        length,
+        coding,
+        sent,
+    }
 }
 
 /// [`framing_problem`] on raw HTTP/1 head bytes: one pass over the line ends.
@@ -152,6 +209,11 @@ fn raw_framing_problem(raw: &[u8]) -> Option<&'static str> {
 /// Drops an `Upgrade: h2c` offer (with `HTTP2-Settings` and `Connection`):
 /// the request is then served as the HTTP/1.1 request it also is.
 pub(crate) fn strip_h2c_upgrade(req: &mut RequestHeader) {
+    // A parsed HTTP/1 head records that it has no `Upgrade` (the usual
+    // request): no lookup then.
+    if req.lacks(FramingField::Upgrade) {
+        return;
+    }
     let h2c = req
         .headers
         .get(http::header::UPGRADE)
@@ -167,6 +229,11 @@ pub(crate) fn strip_h2c_upgrade(req: &mut RequestHeader) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// [`framing_problem`] with the pass over `raw` made here.
+    fn problem(req: &RequestHeader, raw: Option<&[u8]>) -> Option<&'static str> {
+        framing_problem(req, raw, raw.map(raw_lines))
+    }
 
     #[test]
     fn only_origin_and_absolute_form_targets_are_served() {
@@ -192,27 +259,24 @@ mod tests {
         req.insert_header("content-length", "1,1").unwrap();
         let raw = b"POST / HTTP/1.1\r\nContent-Length: 1,1\r\n\r\n";
         assert_eq!(
-            framing_problem(&req, Some(raw)),
+            problem(&req, Some(raw)),
             Some("a Content-Length that is not a plain number")
         );
         let mut req = RequestHeader::build("POST", b"/", None).unwrap();
         req.insert_header("transfer-encoding", "gzip").unwrap();
         let raw = b"POST / HTTP/1.1\r\ntransfer-encoding: gzip\r\n\r\n";
         assert_eq!(
-            framing_problem(&req, Some(raw)),
+            problem(&req, Some(raw)),
             Some("a Transfer-Encoding other than chunked")
         );
         let req = RequestHeader::build("GET", b"/", None).unwrap();
         let ok = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
-        assert_eq!(framing_problem(&req, Some(ok)), None);
+        assert_eq!(problem(&req, Some(ok)), None);
         let lf = b"GET / HTTP/1.1\nHost: a\r\n\r\n";
-        assert_eq!(
-            framing_problem(&req, Some(lf)),
-            Some("a line ended by a bare LF")
-        );
+        assert_eq!(problem(&req, Some(lf)), Some("a line ended by a bare LF"));
         let fragment = b"GET /#x HTTP/1.1\nHost: a\r\n\r\n";
         assert_eq!(
-            framing_problem(&req, Some(fragment)),
+            problem(&req, Some(fragment)),
             Some("a fragment in the request target"),
             "the target's problem first, as before"
         );
@@ -228,5 +292,22 @@ mod tests {
         assert!(raw_framing_problem(lf).is_some());
         let lookalike = b"GET / HTTP/1.1\r\nX-Content-Length: 1\r\nTransfer-Encoding-X: y\r\n\r\n";
         assert_eq!(raw_framing_problem(lookalike), None);
+    }
+
+    #[test]
+    fn the_pass_records_which_fields_gatehouse_reads_were_sent() {
+        let none = raw_lines(b"GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-Host: b\r\n\r\n").sent();
+        assert!(!none.request_id() && !none.forwarded_for());
+        let both =
+            raw_lines(b"GET / HTTP/1.1\r\nx-request-id: 1\r\nX-FORWARDED-FOR: 10.0.0.1\r\n\r\n")
+                .sent();
+        assert!(both.request_id() && both.forwarded_for());
+        // A name that only starts like one of them is not it.
+        let lookalike =
+            raw_lines(b"GET / HTTP/1.1\r\nX-Request-Ids: 1\r\nX-Forwarded-For-X: 2\r\n\r\n").sent();
+        assert!(!lookalike.request_id() && !lookalike.forwarded_for());
+        // A bare LF stops the pass: nothing is known.
+        let lf = raw_lines(b"GET / HTTP/1.1\nX-Request-Id: 1\r\n\r\n").sent();
+        assert_eq!(lf, Sent::UNKNOWN);
     }
 }

@@ -113,8 +113,20 @@ impl ProxyHttp for Gatehouse {
         // A client that takes no bytes of an answer for this long is cut.
         session.set_write_timeout(Some(snapshot.config.server.send_timeout));
         framing::strip_h2c_upgrade(session.req_header_mut());
-        let req = session.req_header();
-        ctx.request_id = headers::request_id(req.headers.get(headers::X_REQUEST_ID));
+        let raw = session
+            .as_downstream()
+            .as_http1()
+            .map(|h1| h1.get_headers_raw_bytes());
+        // One pass over the raw head (HTTP/1): the framing checks use it, and
+        // a field Gatehouse reads that has no line there is not looked up.
+        let request = stages::Request::new(session.req_header(), raw.as_deref());
+        ctx.sent = request.sent();
+        let req = request.head;
+        let sent_id = match ctx.sent.request_id() {
+            true => req.headers.get(headers::X_REQUEST_ID),
+            false => None,
+        };
+        ctx.request_id = headers::request_id(sent_id);
         ctx.peer_ip = session
             .client_addr()
             .and_then(|a| a.as_inet())
@@ -122,19 +134,11 @@ impl ProxyHttp for Gatehouse {
         let trusted = &snapshot.config.server.trusted_proxies;
         // `X-Forwarded-For` counts only from trusted proxies: without any,
         // it is not looked up.
-        let xff = match trusted.is_empty() {
+        let xff = match trusted.is_empty() || !ctx.sent.forwarded_for() {
             true => None,
             false => req.headers.get(headers::X_FORWARDED_FOR),
         };
         ctx.client_ip = headers::client_ip(ctx.peer_ip, xff.map(|v| v.as_bytes()), trusted);
-        let raw = session
-            .as_downstream()
-            .as_http1()
-            .map(|h1| h1.get_headers_raw_bytes());
-        let request = stages::Request {
-            head: session.req_header(),
-            raw: raw.as_deref(),
-        };
         let mut decided = stages::run(&request, &snapshot, ctx);
         if let Decision::AskStore = decided {
             // Boxed: the await's state is allocated only by routes with a
@@ -326,6 +330,7 @@ impl ProxyHttp for Gatehouse {
             ctx.tls,
             host,
             &ctx.request_id,
+            ctx.sent.forwarded_for(),
         )
     }
 

@@ -16,7 +16,7 @@
 use std::sync::Arc;
 
 use http::{HeaderName, HeaderValue};
-use pingora::http::RequestHeader;
+use pingora::http::{FramingField, RequestHeader};
 
 use super::ctx::Ctx;
 use super::{cors, framing, headers, redirect, route};
@@ -31,6 +31,24 @@ pub(crate) struct Request<'a> {
     pub head: &'a RequestHeader,
     /// The head's bytes as received (HTTP/1 only).
     pub raw: Option<&'a [u8]>,
+    /// The one pass over `raw`'s lines (HTTP/1 only).
+    pub lines: Option<framing::RawLines>,
+}
+
+impl<'a> Request<'a> {
+    /// The request with its raw head (HTTP/1) gone over once.
+    pub(crate) fn new(head: &'a RequestHeader, raw: Option<&'a [u8]>) -> Self {
+        Request {
+            head,
+            raw,
+            lines: raw.map(framing::raw_lines),
+        }
+    }
+
+    /// Which of the fields Gatehouse reads the client may have sent.
+    pub(crate) fn sent(&self) -> framing::Sent {
+        self.lines.map_or(framing::Sent::UNKNOWN, |l| l.sent())
+    }
 }
 
 /// What a stage decided.
@@ -131,7 +149,7 @@ fn run_from(first: usize, req: &Request<'_>, snapshot: &Snapshot, ctx: &mut Ctx)
 /// Ambiguous framing or a target in the wrong form: 400 (and the connection
 /// is closed), so nothing a backend could read differently is forwarded.
 fn framing(req: &Request<'_>, _: &Snapshot, _: &mut Ctx) -> Decision {
-    match framing::framing_problem(req.head, req.raw) {
+    match framing::framing_problem(req.head, req.raw, req.lines) {
         Some(problem) => {
             log::debug!("refused a request with {problem}");
             Decision::error(400)
@@ -314,12 +332,13 @@ pub(crate) fn apply_rate(
 fn body_size(req: &Request<'_>, _: &Snapshot, ctx: &mut Ctx) -> Decision {
     let max = ctx.route().map_or(u64::MAX, |r| r.max_body_size);
     ctx.max_body = max;
-    let declared = req
-        .head
-        .headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    // No lookup when the parsed head records that it has no `Content-Length`.
+    let declared = match req.head.lacks(FramingField::ContentLength) {
+        true => None,
+        false => req.head.headers.get(http::header::CONTENT_LENGTH),
+    }
+    .and_then(|v| v.to_str().ok())
+    .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > max) {
         Decision::error(413)
     } else {
@@ -406,7 +425,7 @@ burst = 1
     ) -> (Decision, Ctx) {
         let mut ctx = Ctx::new();
         ctx.snapshot = Some(snapshot.clone());
-        let d = run(&Request { head, raw }, snapshot, &mut ctx);
+        let d = run(&Request::new(head, raw), snapshot, &mut ctx);
         (d, ctx)
     }
 
@@ -472,14 +491,7 @@ burst = 1
             let mut ctx = Ctx::new();
             ctx.snapshot = Some(snap.clone());
             ctx.tls = tls;
-            let d = run(
-                &Request {
-                    head: &h,
-                    raw: None,
-                },
-                &snap,
-                &mut ctx,
-            );
+            let d = run(&Request::new(&h, None), &snap, &mut ctx);
             assert!(
                 !matches!(d, Decision::AcmeChallenge(_)),
                 "{line} tls={tls}: {d:?}"
@@ -591,7 +603,7 @@ deny = ["10.9.0.0/16"]
         let mut ctx = Ctx::new();
         ctx.snapshot = Some(snapshot.clone());
         ctx.client_ip = ip.parse().ok();
-        let d = run(&Request { head, raw: None }, snapshot, &mut ctx);
+        let d = run(&Request::new(head, None), snapshot, &mut ctx);
         (d, ctx)
     }
 

@@ -608,6 +608,40 @@ async fn each_hop_by_hop_field_alone_is_not_forwarded() {
     }
 }
 
+/// The raw HTTP/1 head is gone over once for the fields Gatehouse reads
+/// (proxy/framing.rs): a client's `X-Forwarded-For` and `X-Request-Id` are
+/// found in any spelling; a head without hop-by-hop fields goes up whole and
+/// a field nominated by `Connection` still does not (vendor patch 76).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_forwarding_fields_are_found_in_any_spelling() {
+    let b = Backend::named("b").await;
+    let gh = start_api(&[b.addr_str()], "").await;
+    let req = "GET /api/spell HTTP/1.1\r\nHost: h.test\r\nx-FORWARDED-for: 203.0.113.7\r\nX-REQUEST-ID: abc-123\r\nX-Kept: yes\r\n\r\n";
+    let resp = common::raw::request(gh.http_addr(), req.as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(resp.status, 200, "{}", resp.body_text());
+    assert_eq!(resp.header("x-request-id"), Some("abc-123"));
+    let seen = b.last_request().expect("the backend got the request");
+    assert_eq!(
+        seen.header("x-forwarded-for"),
+        Some("203.0.113.7, 127.0.0.1")
+    );
+    assert_eq!(seen.header_all("x-forwarded-for").len(), 1);
+    assert_eq!(seen.header("x-request-id"), Some("abc-123"));
+    assert_eq!(seen.header("x-kept"), Some("yes"));
+
+    let req = "GET /api/nominated HTTP/1.1\r\nHost: h.test\r\nConnection: X-Secret\r\nX-Secret: 1\r\nX-Kept: yes\r\n\r\n";
+    let resp = common::raw::request(gh.http_addr(), req.as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(resp.status, 200, "{}", resp.body_text());
+    let seen = b.last_request().expect("the backend got the request");
+    assert_eq!(seen.header("x-secret"), None, "a nominated field went up");
+    assert_eq!(seen.header("x-kept"), Some("yes"));
+    assert_eq!(seen.header("x-forwarded-for"), Some("127.0.0.1"));
+}
+
 /// A raw HTTP/1.1 server: each request head it reads (as sent, bytes) goes to
 /// the channel, and each is answered with `answer`. Keep-alive connections
 /// are served until the peer closes.
