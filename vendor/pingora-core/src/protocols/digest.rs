@@ -87,7 +87,11 @@ pub struct SocketDigest {
     /// Local socket address
     pub local_addr: OnceCell<Option<SocketAddr>>,
     /// Original destination address
-    pub original_dst: OnceCell<Option<SocketAddr>>,
+    ///
+    /// Gatehouse patch 105: boxed. A `SocketAddr` has room for a Unix socket
+    /// path (about 130 bytes) and this one is rarely asked for, but inline it
+    /// made the digest of every socket that much larger for the socket's life.
+    pub original_dst: OnceCell<Option<Box<SocketAddr>>>,
 }
 
 impl SocketDigest {
@@ -213,9 +217,9 @@ impl SocketDigest {
                 get_original_dest(self.raw_fd)
                     .ok()
                     .flatten()
-                    .map(SocketAddr::Inet)
+                    .map(|addr| Box::new(SocketAddr::Inet(addr)))
             })
-            .as_ref()
+            .as_deref()
     }
 
     #[cfg(windows)]
@@ -225,9 +229,9 @@ impl SocketDigest {
                 get_original_dest(self.raw_sock)
                     .ok()
                     .flatten()
-                    .map(SocketAddr::Inet)
+                    .map(|addr| Box::new(SocketAddr::Inet(addr)))
             })
-            .as_ref()
+            .as_deref()
     }
 }
 

@@ -235,7 +235,12 @@ impl<A: ServerApp + Send + Sync + 'static> Service<A> {
                     let io = Box::new(io);
                     current_handle().spawn(async move {
                         let peer_addr = io.peer_addr();
-                        match timeout(Duration::from_secs(60), Box::pin(io.handshake())).await {
+                        // Gatehouse patch 101: the box is consumed here. `io.handshake()`
+                        // moved the stream out of it but left the box's memory (the size
+                        // of an `UninitializedStream`) allocated until the end of this
+                        // block, that is for the connection's whole life.
+                        let handshake = Box::pin(unbox(io).handshake());
+                        match timeout(Duration::from_secs(60), handshake).await {
                             Ok(handshake) => {
                                 match handshake {
                                     Ok(io) => Self::handle_event(io, app, shutdown).await,
@@ -276,6 +281,11 @@ impl<A: ServerApp + Send + Sync + 'static> Service<A> {
 
         stack.cleanup();
     }
+}
+
+/// Gatehouse patch 101: the value of a box, the box's memory given back.
+fn unbox<T>(boxed: Box<T>) -> T {
+    *boxed
 }
 
 #[async_trait]

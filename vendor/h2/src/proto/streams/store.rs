@@ -411,6 +411,11 @@ impl<'a> Ptr<'a> {
         // none of it.
         if self.store.slab.is_empty() {
             self.store.slab = slab::Slab::new();
+            // Gatehouse patch 104: so is the stream-id index's (a hash table
+            // and its entries, about 100 bytes after one request).
+            if self.store.ids.is_empty() {
+                self.store.ids = IndexMap::new();
+            }
         }
         stream.id
     }
