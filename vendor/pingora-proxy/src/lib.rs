@@ -434,15 +434,17 @@ where
                             .proxy_to_h1_upstream(session, &mut h1, client_reused, &peer, ctx)
                             .await;
                         if client_reuse {
-                            let session = ClientSession::H1(h1);
-                            self.client_upstream
-                                .release_http_session_hashed(
-                                    session,
-                                    &*peer,
-                                    reuse_hash,
-                                    peer.idle_timeout(),
-                                )
-                                .await;
+                            // Gatehouse patch 94: back to the pool with no
+                            // future (each moved the whole session); only a
+                            // connection to be closed is awaited.
+                            if let Some(mut h1) = self.client_upstream.release_h1_or_return_hashed(
+                                h1,
+                                reuse_hash,
+                                peer.idle_timeout(),
+                            ) {
+                                debug!("HTTP shutdown connection");
+                                h1.shutdown().await;
+                            }
                         }
                         (server_reused, error)
                     }

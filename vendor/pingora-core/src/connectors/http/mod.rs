@@ -178,6 +178,19 @@ where
         }
     }
 
+    /// Gatehouse patch 94: an HTTP/1.x session back to the pool with no
+    /// future (see [v1::Connector::release_or_return_hashed]); `Some` when it
+    /// must be closed instead (`shutdown().await` it).
+    pub fn release_h1_or_return_hashed(
+        &self,
+        session: Http1Session,
+        reuse_hash: u64,
+        idle_timeout: Option<Duration>,
+    ) -> Option<Http1Session> {
+        self.h1
+            .release_or_return_hashed(session, reuse_hash, idle_timeout)
+    }
+
     /// Tell the connector to always send h1 for ALPN for the given peer in the future.
     pub fn prefer_h1(&self, peer: &impl Peer) {
         self.h2.prefer_h1(peer);

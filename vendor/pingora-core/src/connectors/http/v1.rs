@@ -107,6 +107,29 @@ impl Connector {
         }
     }
 
+    /// Gatehouse patch 94: [Self::release_http_session_hashed] with no
+    /// future: a kept connection goes to the pool here, and a session that
+    /// must be closed is given back for the caller to `shutdown().await`.
+    /// The async call moved the whole session (several hundred bytes) into
+    /// each of its futures.
+    pub fn release_or_return_hashed(
+        &self,
+        mut session: HttpSession,
+        reuse_hash: u64,
+        idle_timeout: Option<Duration>,
+    ) -> Option<HttpSession> {
+        session.respect_keepalive();
+        let timer = session.take_head_read_timer();
+        match session.into_reusable_stream() {
+            Ok(stream) => {
+                self.transport
+                    .release_stream_and_timer(stream, timer, reuse_hash, idle_timeout);
+                None
+            }
+            Err(session) => Some(session),
+        }
+    }
+
     /// Return the number of times a pooled connection was found to contain
     /// unexpected data from the server.
     pub fn unexpected_data_connection_count(&self) -> u64 {
