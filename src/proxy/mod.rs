@@ -36,7 +36,6 @@ pub(crate) mod upstream;
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use bytes::Bytes;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::protocols::http::ServerSession;
@@ -71,7 +70,8 @@ async fn ask_store(ctx: &mut Ctx) -> Decision {
     Decision::Continue
 }
 
-#[async_trait]
+// No `#[async_trait]`: the per-request hooks of Pingora's `ProxyHttp` return
+// `impl Future` (vendor patch 93), so these `async fn`s allocate no box per call.
 impl ProxyHttp for Gatehouse {
     type CTX = Ctx;
 

@@ -178,6 +178,39 @@ where
         }
     }
 
+    /// Gatehouse patch 95: whether [Self::get_http_session_hashed] would give
+    /// `peer` an HTTP/1.x session and nothing else (no custom ALPN, HTTP/1.x
+    /// only): then [Self::get_h1_stream_hashed] gives the same stream, and the
+    /// caller builds the session in place.
+    pub fn is_h1_only<P: Peer>(&self, peer: &P) -> bool {
+        peer.get_peer_options().is_none_or(|o| {
+            !matches!(o.alpn, ALPN::Custom(_)) && o.alpn.get_max_http_version() == 1
+        })
+    }
+
+    /// Gatehouse patch 95: for a peer [Self::is_h1_only], the stream the h1
+    /// path of [Self::get_http_session_hashed] would use, pooled or new.
+    pub async fn get_h1_stream_hashed<P: Peer + Send + Sync + 'static>(
+        &self,
+        peer: &P,
+        reuse_hash: u64,
+    ) -> Result<v1::H1Stream> {
+        self.h1.get_stream_hashed(peer, reuse_hash).await
+    }
+
+    /// Gatehouse patch 94: an HTTP/1.x session back to the pool with no
+    /// future (see [v1::Connector::release_or_return_hashed]); `Some` when it
+    /// must be closed instead (`shutdown().await` it).
+    pub fn release_h1_or_return_hashed(
+        &self,
+        session: Http1Session,
+        reuse_hash: u64,
+        idle_timeout: Option<Duration>,
+    ) -> Option<Http1Session> {
+        self.h1
+            .release_or_return_hashed(session, reuse_hash, idle_timeout)
+    }
+
     /// Tell the connector to always send h1 for ALPN for the given peer in the future.
     pub fn prefer_h1(&self, peer: &impl Peer) {
         self.h2.prefer_h1(peer);

@@ -13,7 +13,9 @@
 // limitations under the License.
 
 use crate::connectors::{ConnectorOptions, TransportConnector};
+use crate::protocols::conn_timeout::ConnTimeout;
 use crate::protocols::http::v1::client::HttpSession;
+use crate::protocols::Stream;
 use crate::upstreams::peer::Peer;
 
 use pingora_error::Result;
@@ -23,6 +25,29 @@ use std::time::Duration;
 
 pub struct Connector {
     transport: TransportConnector,
+}
+
+/// Gatehouse patch 95: the stream of an HTTP/1.x client session, pooled or
+/// new, with its response-head read timer.
+pub struct H1Stream {
+    stream: Stream,
+    timer: ConnTimeout,
+    reused: bool,
+}
+
+impl H1Stream {
+    /// Whether the stream came from the keep-alive pool.
+    pub fn reused(&self) -> bool {
+        self.reused
+    }
+
+    /// The client session over this stream, with `peer`'s options.
+    #[inline]
+    pub fn into_session<P: Peer>(self, peer: &P) -> HttpSession {
+        let mut http = HttpSession::new_with_options(self.stream, peer);
+        http.set_head_read_timer(self.timer);
+        http
+    }
 }
 
 impl Connector {
@@ -46,14 +71,29 @@ impl Connector {
         peer: &P,
         reuse_hash: u64,
     ) -> Result<(HttpSession, bool)> {
+        let stream = self.get_stream_hashed(peer, reuse_hash).await?;
+        let reused = stream.reused();
+        Ok((stream.into_session(peer), reused))
+    }
+
+    /// Gatehouse patch 95: the stream of an HTTP/1.x session (pooled, else a
+    /// new connection), for the caller to build the session where it keeps it
+    /// ([H1Stream::into_session]): the session is not moved through futures.
+    pub async fn get_stream_hashed<P: Peer + Send + Sync + 'static>(
+        &self,
+        peer: &P,
+        reuse_hash: u64,
+    ) -> Result<H1Stream> {
         // Gatehouse patch: the read timer comes back with a pooled stream.
         let (stream, timer, reused) = self
             .transport
             .get_stream_and_timer(peer, reuse_hash)
             .await?;
-        let mut http = HttpSession::new_with_options(stream, peer);
-        http.set_head_read_timer(timer);
-        Ok((http, reused))
+        Ok(H1Stream {
+            stream,
+            timer,
+            reused,
+        })
     }
 
     pub async fn reused_http_session<P: Peer + Send + Sync + 'static>(
@@ -104,6 +144,29 @@ impl Connector {
         if let Some(stream) = session.reuse().await {
             self.transport
                 .release_stream_and_timer(stream, timer, reuse_hash, idle_timeout);
+        }
+    }
+
+    /// Gatehouse patch 94: [Self::release_http_session_hashed] with no
+    /// future: a kept connection goes to the pool here, and a session that
+    /// must be closed is given back for the caller to `shutdown().await`.
+    /// The async call moved the whole session (several hundred bytes) into
+    /// each of its futures.
+    pub fn release_or_return_hashed(
+        &self,
+        mut session: HttpSession,
+        reuse_hash: u64,
+        idle_timeout: Option<Duration>,
+    ) -> Option<HttpSession> {
+        session.respect_keepalive();
+        let timer = session.take_head_read_timer();
+        match session.into_reusable_stream() {
+            Ok(stream) => {
+                self.transport
+                    .release_stream_and_timer(stream, timer, reuse_hash, idle_timeout);
+                None
+            }
+            Err(session) => Some(session),
         }
     }
 

@@ -245,6 +245,15 @@ impl BodyReader {
                     self.body_buf_overread = Some(overread);
                 }
             }
+            // Gatehouse patch 96: a body that is already whole in
+            // `buf_to_rewind` (a small answer read with its head) is kept in a
+            // buffer of its size, not in a new 64 KiB one; a later read would
+            // reserve its room anyway (`prepare_buf_for_io`).
+            _ if buf_to_rewind.len() >= cl => {
+                self.rewind_buf_len = buf_to_rewind.len();
+                self.body_buf = Some(BytesMut::from(buf_to_rewind));
+                self.body_state = PS::Partial(0, cl);
+            }
             _ => {
                 self.prepare_buf(buf_to_rewind);
                 self.body_state = PS::Partial(0, cl);
