@@ -307,10 +307,13 @@ async fn rapid_reset_is_cut_off_or_cheap() {
     );
 
     // The abuse really happened: enough streams went out for the CPU and
-    // memory figures below to mean something (Pingora/h2 cut off after ~170).
+    // memory figures below to mean something (Pingora/h2 cut off after ~170
+    // on an idle machine). A server slow to accept streams (a loaded machine)
+    // reaches h2's limit of reset streams it has not yet accepted sooner and
+    // sends GOAWAY after a few dozen: an earlier cut-off is the defence too.
     assert!(
-        sent >= 100,
-        "only {sent} streams were opened and reset before the connection ended"
+        sent >= 100 || cut_off,
+        "only {sent} streams were opened and reset, and the connection was not cut off"
     );
     let (cpu1, rss1) = usage(gh.pid());
     let cpu = cpu1.saturating_sub(cpu0);
