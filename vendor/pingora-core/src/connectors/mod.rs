@@ -283,7 +283,7 @@ impl TransportConnector {
             // test_reusable_stream: we assume server would never actively send data
             // first on an idle stream.
             #[cfg(unix)]
-            if peer.matches_fd(stream.id())
+            if (connected_to(&stream, peer) || peer.matches_fd(stream.id()))
                 && test_reusable_stream(&mut stream, &self.unexpected_data_conn_count)
             {
                 return Some((stream, timer));
@@ -478,6 +478,24 @@ impl PreferredHttpVersion {
 
 use futures::future::FutureExt;
 use tokio::io::AsyncReadExt;
+
+/// Whether the stream was connected to the peer's address, by the address
+/// recorded in its socket digest when it was connected.
+///
+/// Gatehouse patch 97: checking out a pooled stream asked the kernel for its
+/// peer address (`getpeername`, one system call per reused connection, about
+/// 135 instructions in user space besides) to guard against a stream pooled
+/// under the wrong key. The connector records the address it connected to in
+/// the stream's socket digest (`connectors/l4.rs`); when that equals the peer's
+/// address the stream is the peer's. Otherwise (no digest, a proxied peer whose
+/// stream goes to the proxy) the caller falls back to the kernel's answer.
+/// A broken idle connection is still caught by `test_reusable_stream`.
+#[cfg(unix)]
+fn connected_to<P: Peer>(stream: &Stream, peer: &P) -> bool {
+    stream.get_socket_digest().is_some_and(|digest| {
+        matches!(digest.peer_addr.get(), Some(Some(addr)) if addr == peer.address())
+    })
+}
 
 /// Test whether a stream is already closed or not reusable (server sent unexpected data)
 fn test_reusable_stream(stream: &mut Stream, unexpected_data_conn_count: &AtomicU64) -> bool {
