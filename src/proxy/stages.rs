@@ -29,10 +29,11 @@ use crate::static_files::Site;
 /// The request as the stages see it.
 pub(crate) struct Request<'a> {
     pub head: &'a RequestHeader,
-    /// The head's bytes as received (HTTP/1 only).
-    pub raw: Option<&'a [u8]>,
+    /// The head's bytes as received (HTTP/1 only). Private, with `lines`: the
+    /// framing checks take both, and only [`Request::new`] keeps them in step.
+    raw: Option<&'a [u8]>,
     /// The one pass over `raw`'s lines (HTTP/1 only).
-    pub lines: Option<framing::RawLines>,
+    lines: Option<framing::RawLines>,
 }
 
 impl<'a> Request<'a> {

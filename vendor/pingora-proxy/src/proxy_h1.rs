@@ -125,7 +125,7 @@ where
 
         debug!("Sending header to upstream {:?}", req);
 
-        // Gatehouse patch: the head is written from here (no box); the client
+        // Gatehouse patch 63: the head is written from here (no box); the client
         // session keeps only the few facts it reads of it (pingora-core).
         match client_session.write_request_header_ref(&req).await {
             Ok(_) => { /* Continue */ }

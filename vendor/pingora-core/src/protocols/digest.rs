@@ -89,7 +89,7 @@ pub struct SocketDigest {
     /// Original destination address
     ///
     /// Gatehouse patch 105: boxed. A `SocketAddr` has room for a Unix socket
-    /// path (about 130 bytes) and this one is rarely asked for, but inline it
+    /// path (about 120 bytes) and this one is rarely asked for, but inline it
     /// made the digest of every socket that much larger for the socket's life.
     pub original_dst: OnceCell<Option<Box<SocketAddr>>>,
 }

@@ -72,6 +72,7 @@ impl KeyScheduleEarly {
         if common.is_quic() {
             // If 0-RTT should be rejected, this will be clobbered by ExtensionProcessing
             // before the application can see.
+            // Gatehouse patch 102: boxed (see `quic::Quic`).
             common.quic.early_secret = Some(Box::new(client_early_traffic_secret));
         }
     }
@@ -246,6 +247,7 @@ impl KeyScheduleHandshakeStart {
         );
 
         if common.is_quic() {
+            // Gatehouse patch 102: boxed (see `quic::Quic`).
             common.quic.hs_secrets = Some(Box::new(quic::Secrets::new(
                 client_secret.clone(),
                 server_secret.clone(),
@@ -322,6 +324,7 @@ impl KeyScheduleHandshake {
             .set_encrypter(server_secret, common);
 
         if common.is_quic() {
+            // Gatehouse patch 102: boxed (see `quic::Quic`).
             common.quic.traffic_secrets = Some(Box::new(quic::Secrets::new(
                 _client_secret.clone(),
                 server_secret.clone(),
@@ -456,6 +459,7 @@ impl KeyScheduleClientBeforeFinished {
             .set_encrypter(client_secret, common);
 
         if common.is_quic() {
+            // Gatehouse patch 102: boxed (see `quic::Quic`).
             common.quic.traffic_secrets = Some(Box::new(quic::Secrets::new(
                 client_secret.clone(),
                 server_secret.clone(),

@@ -173,7 +173,9 @@ impl<S: Session> HttpSession<S> {
 
     /// Get the response header of the server
     ///
-    /// `None` if the response header is not read yet.
+    /// `None` if the response header is not read yet, and for HTTP/1.x
+    /// (Gatehouse patch 62) once `read_response_task` handed the head over in
+    /// its task: the proxy has it from there.
     pub fn response_header(&self) -> Option<&ResponseHeader> {
         match self {
             Self::H1(s) => s.resp_header(),

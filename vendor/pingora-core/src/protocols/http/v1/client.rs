@@ -58,10 +58,10 @@ pub struct HttpSession {
     keepalive_timeout: KeepaliveStatus,
     pub(crate) digest: Box<Digest>,
     response_header: Option<Box<ResponseHeader>>,
-    /// Gatehouse patch: what the session still reads of a response head that
+    /// Gatehouse patch 62: what the session still reads of a response head that
     /// `read_response_task` handed over (moved out, not copied).
     handed_over: Option<HandedOverHead>,
-    /// Gatehouse patch: what the session reads of the request head it wrote
+    /// Gatehouse patch 63: what the session reads of the request head it wrote
     /// (the head itself is the caller's, see `write_request_header_ref`).
     request_written: Option<WrittenRequest>,
     bytes_sent: usize,
@@ -133,7 +133,7 @@ impl HttpSession {
         self.write_request_header_ref(&req).await
     }
 
-    /// Gatehouse patch: [`Self::write_request_header`] of a borrowed head. The
+    /// Gatehouse patch 63: [`Self::write_request_header`] of a borrowed head. The
     /// session keeps only what it reads of the head later (whether it is a
     /// `HEAD`, an upgrade, and its `Connection` keep-alive fact), so the caller
     /// neither boxes the head nor gives it up.
@@ -490,13 +490,13 @@ impl HttpSession {
 
     /// Return a reference of the [`ResponseHeader`] if the response is read
     ///
-    /// Gatehouse patch: `None` once [`Self::read_response_task`] handed the head
+    /// Gatehouse patch 62: `None` once [`Self::read_response_task`] handed the head
     /// over in its [`HttpTask::Header`] ([`Self::get_status`] still answers).
     pub fn resp_header(&self) -> Option<&ResponseHeader> {
         self.response_header.as_deref()
     }
 
-    /// Gatehouse patch: move the head just read out of the session, keeping the
+    /// Gatehouse patch 62: move the head just read out of the session, keeping the
     /// few facts the session reads of it later (the status for the next read
     /// and the body reader, the keep-alive facts for `respect_keepalive`).
     /// The body reader of a final answer was set up by `read_response`, so its
@@ -511,7 +511,7 @@ impl HttpSession {
         }
     }
 
-    /// Gatehouse patch: the keep-alive facts of the response head, from the head
+    /// Gatehouse patch 62: the keep-alive facts of the response head, from the head
     /// or from what was kept of it when it was handed over.
     fn resp_keepalive_facts(&self) -> Option<HandedOverHead> {
         match self.response_header.as_deref() {
@@ -523,7 +523,8 @@ impl HttpSession {
     /// Get the header value for the given header name from the response header
     /// If there are multiple headers under the same name, the first one will be returned
     /// Use `self.resp_header().header.get_all(name)` to get all the headers under the same name
-    /// Always return `None` if the response is not read yet.
+    /// Always return `None` if the response is not read yet, and (Gatehouse
+    /// patch 62) once [`Self::read_response_task`] handed the head over.
     pub fn get_header(&self, name: impl AsHeaderName) -> Option<&HeaderValue> {
         self.response_header
             .as_ref()
@@ -537,7 +538,7 @@ impl HttpSession {
 
     /// Return the status code of the response if read
     pub fn get_status(&self) -> Option<StatusCode> {
-        // Gatehouse patch: also after the head was handed over.
+        // Gatehouse patch 62: also after the head was handed over.
         match self.response_header.as_deref() {
             Some(h) => Some(h.status),
             None => self.handed_over.map(|h| h.status),
@@ -649,7 +650,7 @@ impl HttpSession {
             return;
         }
 
-        // Gatehouse patch: the facts are read from the head, or from what was
+        // Gatehouse patch 62: the facts are read from the head, or from what was
         // kept of it when `read_response_task` handed it over.
         let resp = self.resp_keepalive_facts();
         // Per [RFC 9112 Section 6.1-16](https://datatracker.ietf.org/doc/html/rfc9112#section-6.1-16),
@@ -704,7 +705,7 @@ impl HttpSession {
             .map_or((None, None), |h| h.keepalive_values)
     }
 
-    /// Gatehouse patch: a function of the head (see `HandedOverHead`).
+    /// Gatehouse patch 62: a function of the head (see `HandedOverHead`).
     fn keepalive_values_of(resp: &ResponseHeader) -> (Option<u64>, Option<usize>) {
         // Gatehouse patch: a constant name (a `&str` is parsed and lower-cased
         // on every lookup).
