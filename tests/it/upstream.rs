@@ -1,11 +1,13 @@
 //! Upstream pools: path rewriting, forwarding headers, request ids, balancing,
-//! health checks, retries, and the 502/503/504 answers.
+//! health checks, retries, the 502/503/504 answers, and when an upstream
+//! HTTP/1.x connection is reused.
 
 use crate::common;
 use common::FAST_HEALTH;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
+use common::scripted::ScriptedBackend;
 use common::{eventually, Backend, Gatehouse, Mode};
 
 /// `[[route]] /api/ -> api` (prefix stripped) and `[upstream.api]` with
@@ -786,4 +788,335 @@ async fn a_folded_upstream_field_reaches_the_client_on_one_line() {
         }
         assert!(!head.contains("\n \t"), "{head}");
     }
+}
+
+// The reuse of an upstream HTTP/1.x connection: each answer below decides
+// whether the connection may carry the next request, from facts the client
+// session keeps of the request it wrote and the answer head it handed over
+// (vendor patches 62, 63, 96). The scripted server keeps every socket open,
+// so a wrong "keep it" is not undone by the pool's check for a closed socket
+// nor by a retry on a fresh connection: the second request would arrive, and
+// be answered, on the first connection.
+
+/// GET `url`: the status and the body.
+async fn get_text(client: &reqwest::Client, url: &str) -> (u16, String) {
+    let resp = client
+        .get(url)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e:?}"));
+    let status = resp.status().as_u16();
+    (status, resp.text().await.unwrap_or_default())
+}
+
+/// The (connection number, path) of each request the server read.
+fn connections_of(b: &ScriptedBackend) -> Vec<(usize, String)> {
+    b.requests()
+        .into_iter()
+        .map(|r| (r.connection, r.path))
+        .collect()
+}
+
+/// `/api/one` then `/api/two` over one keep-alive client connection (so the
+/// first exchange, and the release of its upstream connection, is over
+/// before the second starts); both must be answered 200 with `body`.
+async fn get_one_then_two(gh: &Gatehouse, body: &str) {
+    let client = gh.client_h1();
+    for path in ["/api/one", "/api/two"] {
+        let (status, got) = get_text(&client, &gh.http_url(path)).await;
+        assert_eq!((status, got.as_str()), (200, body), "{path}");
+    }
+}
+
+/// The control for the answers below that end the connection: an HTTP/1.1
+/// answer framed by `Content-Length` with no `Connection` field is kept, and
+/// the next request goes over the same upstream connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_http11_answer_keeps_the_upstream_connection() {
+    let b = ScriptedBackend::answering(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").await;
+    let gh = start_api(&[b.addr_str()], "").await;
+    get_one_then_two(&gh, "ok").await;
+    assert_eq!(
+        connections_of(&b),
+        [(1, "/one".to_string()), (1, "/two".to_string())],
+        "both requests over the first upstream connection"
+    );
+    assert_eq!(b.accepted(), 1);
+    for r in b.requests() {
+        assert!(
+            r.head.starts_with("GET ") && r.head.contains(" HTTP/1.1\r\n"),
+            "{}",
+            r.head
+        );
+        assert!(
+            !r.head
+                .to_ascii_lowercase()
+                .contains("\r\nconnection: close"),
+            "the request asked the server to close: {}",
+            r.head
+        );
+    }
+}
+
+/// `Connection: close` on an HTTP/1.1 answer ends the upstream connection even
+/// when the server leaves its socket open: the next request opens a new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_answer_with_connection_close_is_not_reused() {
+    let b = ScriptedBackend::answering(
+        b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok",
+    )
+    .await;
+    let gh = start_api(&[b.addr_str()], "").await;
+    get_one_then_two(&gh, "ok").await;
+    assert_eq!(
+        connections_of(&b),
+        [(1, "/one".to_string()), (2, "/two".to_string())],
+        "the second request went over the connection the server closed by `Connection: close`"
+    );
+    assert_eq!(b.accepted(), 2);
+}
+
+/// An HTTP/1.0 answer is the last on its connection unless it says
+/// `Connection: keep-alive`; one with `Transfer-Encoding` is the last even
+/// when it does (RFC 9112 section 6.1). The server leaves the socket open in
+/// each case.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http10_upstream_answer_is_reused_only_with_keep_alive() {
+    let cases: [(&'static [u8], usize, &str); 3] = [
+        (
+            b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok",
+            2,
+            "HTTP/1.0 without keep-alive",
+        ),
+        (
+            b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nok",
+            1,
+            "HTTP/1.0 with Connection: keep-alive",
+        ),
+        (
+            b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+            2,
+            "HTTP/1.0 with Transfer-Encoding",
+        ),
+    ];
+    for (answer, connections, case) in cases {
+        let b = ScriptedBackend::answering(answer).await;
+        let gh = start_api(&[b.addr_str()], "").await;
+        let client = gh.client_h1();
+        for path in ["/api/one", "/api/two"] {
+            let (status, got) = get_text(&client, &gh.http_url(path)).await;
+            assert_eq!((status, got.as_str()), (200, "ok"), "{case}: {path}");
+        }
+        let want: Vec<(usize, String)> = vec![(1, "/one".into()), (connections, "/two".into())];
+        assert_eq!(connections_of(&b), want, "{case}");
+        assert_eq!(b.accepted(), connections, "{case}");
+    }
+}
+
+/// An interim `103 Early Hints` from the server is passed on to an HTTP/1.1
+/// client ahead of the final answer (Pingora's default: the server session
+/// does not drop informational answers); the final answer is the one counted
+/// and logged (200, not 103), and the connection is kept for the next request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_103_is_passed_on_and_the_connection_kept() {
+    let b = ScriptedBackend::answering(
+        b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload; as=style\r\n\r\n\
+          HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+    )
+    .await;
+    let gh = Gatehouse::builder(
+        r#"
+[server]
+threads = 1
+grace_period = "1s"
+access_log = "{dir}/access.log"
+pid_file = "{dir}/gatehouse.pid"
+upgrade_sock = "{dir}/upgrade.sock"
+"#,
+    )
+    .append(common::HTTP_PLAIN)
+    .append(common::ADMIN)
+    .append(common::API)
+    .var("api", b.addr_str())
+    .start()
+    .await;
+
+    // One client connection, so the second request starts after the first
+    // exchange (and the release of its upstream connection) is over.
+    let mut stream = tokio::net::TcpStream::connect(gh.http_addr())
+        .await
+        .expect("connect to gatehouse");
+    for path in ["/api/one", "/api/two"] {
+        let request = format!("GET {path} HTTP/1.1\r\nHost: h.test\r\n\r\n");
+        let resp = common::raw::exchange(&mut stream, request.as_bytes())
+            .await
+            .unwrap_or_else(|e| panic!("{path}: {e}"));
+        assert_eq!(resp.status, 200, "{path}: {}", resp.body_text());
+        assert_eq!(resp.body_text(), "ok", "{path}");
+        let interim: Vec<u16> = resp.interim.iter().map(|(s, _)| *s).collect();
+        assert_eq!(interim, [103], "{path}: the interim answers passed on");
+        let link = resp.interim[0]
+            .1
+            .iter()
+            .find(|(k, _)| k == "link")
+            .map(|(_, v)| v.as_str());
+        assert_eq!(
+            link,
+            Some("</style.css>; rel=preload; as=style"),
+            "{path}: the 103's Link field"
+        );
+    }
+    assert_eq!(
+        connections_of(&b),
+        [(1, "/one".to_string()), (1, "/two".to_string())],
+        "both requests over the first upstream connection"
+    );
+    assert_eq!(b.accepted(), 1);
+
+    // Counted and logged as the final answer.
+    let within = Duration::from_secs(10);
+    assert!(
+        gh.wait_metric(
+            "gatehouse_requests_total",
+            &[("status", "200")],
+            2.0,
+            within
+        )
+        .await,
+        "gatehouse_requests_total{{status=\"200\"}} is {:?}, not 2",
+        gh.metric("gatehouse_requests_total", &[("status", "200")])
+            .await
+    );
+    assert!(
+        gh.wait_metric(
+            "gatehouse_upstream_requests_total",
+            &[("status", "200")],
+            2.0,
+            within
+        )
+        .await
+    );
+    for name in [
+        "gatehouse_requests_total",
+        "gatehouse_upstream_requests_total",
+    ] {
+        assert_eq!(gh.metric(name, &[("status", "103")]).await, None, "{name}");
+    }
+    let log = gh.dir().join("access.log");
+    let lines = || -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    };
+    assert!(
+        eventually(within, || std::future::ready(lines().len() >= 2)).await,
+        "two access log lines: {:?}",
+        lines()
+    );
+    let statuses: Vec<serde_json::Value> = lines().iter().map(|l| l["status"].clone()).collect();
+    assert_eq!(statuses, [200, 200], "{:?}", lines());
+}
+
+/// The answer to a `HEAD` has no body whatever its `Content-Length` says:
+/// the connection is kept and the next request's answer, on the same
+/// connection, reaches its client whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_answer_has_no_body_and_the_next_answer_is_intact() {
+    let b = ScriptedBackend::start(|req| {
+        if req.method == "HEAD" {
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n".to_vec()
+        } else {
+            let body = format!("answer to {}", req.path);
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .into_bytes()
+        }
+    })
+    .await;
+    let gh = start_api(&[b.addr_str()], "").await;
+    let client = gh.client_h1();
+    for round in ["1", "2"] {
+        let url = gh.http_url(&format!("/api/head{round}"));
+        let resp = client
+            .head(&url)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("HEAD {url}: {e:?}"));
+        assert_eq!(resp.status(), 200, "HEAD {url}");
+        assert_eq!(
+            resp.headers()
+                .get("content-length")
+                .and_then(|v| v.to_str().ok()),
+            Some("5"),
+            "HEAD {url}: the server's Content-Length"
+        );
+        let (status, body) = get_text(&client, &gh.http_url(&format!("/api/get{round}"))).await;
+        assert_eq!(status, 200, "GET after HEAD {round}");
+        assert_eq!(body, format!("answer to /get{round}"), "round {round}");
+    }
+    let seen: Vec<(usize, String, String)> = b
+        .requests()
+        .into_iter()
+        .map(|r| (r.connection, r.method, r.path))
+        .collect();
+    let want: Vec<(usize, String, String)> = [
+        ("HEAD", "/head1"),
+        ("GET", "/get1"),
+        ("HEAD", "/head2"),
+        ("GET", "/get2"),
+    ]
+    .iter()
+    .map(|(m, p)| (1, m.to_string(), p.to_string()))
+    .collect();
+    assert_eq!(seen, want, "all four over the first upstream connection");
+    assert_eq!(b.accepted(), 1);
+}
+
+/// Bytes after the end of an answer's body, in the same write (here a whole
+/// second answer nobody asked for), make the connection unfit for reuse: the
+/// next request goes over a new connection and gets its own answer, never the
+/// smuggled one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unrequested_answer_after_the_body_is_never_delivered() {
+    let b = ScriptedBackend::start(|req| {
+        let body = format!("answer to {}", req.path);
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}\
+             HTTP/1.1 200 OK\r\nContent-Length: 8\r\nX-Smuggled: yes\r\n\r\nsmuggled",
+            body.len()
+        )
+        .into_bytes()
+    })
+    .await;
+    let gh = start_api(&[b.addr_str()], "").await;
+    let client = gh.client_h1();
+    for path in ["/one", "/two", "/three"] {
+        let url = gh.http_url(&format!("/api{path}"));
+        let resp = client
+            .get(&url)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {url}: {e:?}"));
+        assert_eq!(resp.status(), 200, "{path}");
+        assert_eq!(resp.headers().get("x-smuggled"), None, "{path}");
+        assert_eq!(
+            resp.text().await.unwrap_or_default(),
+            format!("answer to {path}"),
+            "{path}"
+        );
+    }
+    assert_eq!(
+        connections_of(&b),
+        [
+            (1, "/one".to_string()),
+            (2, "/two".to_string()),
+            (3, "/three".to_string())
+        ],
+        "each request over a new upstream connection"
+    );
+    assert_eq!(b.accepted(), 3);
 }

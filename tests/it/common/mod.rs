@@ -14,6 +14,8 @@
 //! - [`tls`]: raw TLS handshakes (version, ALPN, SNI, served certificate) and
 //!   [`raw`]: raw HTTP/1.1 exchanges over TCP or TLS for inputs a client library
 //!   would normalise or refuse.
+//! - [`scripted`]: a raw HTTP/1.x server answering with bytes the test
+//!   scripts, counting its connections (upstream framing and reuse).
 //!
 //! Tests are `#[tokio::test(flavor = "multi_thread", worker_threads = 2)]`; the
 //! backends run on the test's runtime.
@@ -42,6 +44,7 @@ pub mod gatehouse;
 pub mod load;
 pub mod raw;
 pub mod redis;
+pub mod scripted;
 pub mod serial;
 pub mod tls;
 pub mod websocket;

@@ -18,6 +18,8 @@ pub struct RawResponse {
     pub status: u16,
     /// Header names in lower case, in order.
     pub headers: Vec<(String, String)>,
+    /// The interim (1xx) answers read before this one: status and headers.
+    pub interim: Vec<(u16, Vec<(String, String)>)>,
     /// The body, de-chunked.
     pub body: Vec<u8>,
 }
@@ -86,12 +88,14 @@ fn invalid(msg: &str) -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::InvalidData, msg.to_string())
 }
 
-/// Reads one response; interim 1xx responses are skipped.
+/// Reads one response; interim 1xx responses before it are kept in
+/// [`RawResponse::interim`].
 pub async fn read_response<S: AsyncRead + Unpin>(
     stream: &mut S,
     head_request: bool,
 ) -> std::io::Result<RawResponse> {
     let mut buf: Vec<u8> = Vec::new();
+    let mut interim = Vec::new();
     loop {
         let (status, headers, head_len) = loop {
             let mut hs = [httparse::EMPTY_HEADER; 128];
@@ -128,11 +132,13 @@ pub async fn read_response<S: AsyncRead + Unpin>(
         };
         buf.drain(..head_len);
         if (100..200).contains(&status) {
+            interim.push((status, headers));
             continue;
         }
         let mut resp = RawResponse {
             status,
             headers,
+            interim,
             body: Vec::new(),
         };
         if head_request || status == 204 || status == 304 {
