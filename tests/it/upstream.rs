@@ -1120,3 +1120,55 @@ async fn an_unrequested_answer_after_the_body_is_never_delivered() {
     );
     assert_eq!(b.accepted(), 3);
 }
+
+// Findings (failing on main afc1df6): how an HTTP/1.0 client is answered.
+
+/// An HTTP/1.0 request without `Connection: keep-alive` is the last on its
+/// connection (RFC 9112 section 9.3): the answer says `Connection: close` and
+/// Gatehouse closes the connection after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http10_client_without_keep_alive_gets_connection_close() {
+    let b = ScriptedBackend::answering(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").await;
+    let gh = start_api(&[b.addr_str()], "").await;
+    // Read until Gatehouse closes (raw::wire times out after 5 s if it does not).
+    let wire = common::raw::wire(
+        gh.http_addr(),
+        b"GET /api/ten HTTP/1.0\r\nHost: h.test\r\n\r\n",
+    )
+    .await
+    .expect("Gatehouse closes the HTTP/1.0 connection after the answer");
+    let wire = String::from_utf8_lossy(&wire);
+    assert!(wire.contains(" 200 "), "{wire}");
+    assert!(wire.contains("\r\nConnection: close\r\n"), "{wire}");
+    assert!(wire.ends_with("\r\n\r\nok"), "{wire}");
+}
+
+/// An HTTP/1.0 client is never sent a 1xx (RFC 9110 section 15.2: "a server
+/// MUST NOT send a 1xx response to an HTTP/1.0 client"); it gets the final
+/// answer alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_103_is_not_passed_on_to_an_http10_client() {
+    let b = ScriptedBackend::answering(
+        b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload; as=style\r\n\r\n\
+          HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+    )
+    .await;
+    let gh = start_api(&[b.addr_str()], "").await;
+    let mut stream = tokio::net::TcpStream::connect(gh.http_addr())
+        .await
+        .expect("connect to gatehouse");
+    let resp = common::raw::exchange(
+        &mut stream,
+        b"GET /api/hints HTTP/1.0\r\nHost: h.test\r\nConnection: keep-alive\r\n\r\n",
+    )
+    .await
+    .expect("the answer within the timeout");
+    assert_eq!(resp.status, 200, "{}", resp.body_text());
+    assert_eq!(resp.body_text(), "ok");
+    let interim: Vec<u16> = resp.interim.iter().map(|(s, _)| *s).collect();
+    assert_eq!(
+        interim,
+        [] as [u16; 0],
+        "1xx answers sent to an HTTP/1.0 client"
+    );
+}

@@ -836,8 +836,21 @@ impl HttpSession {
     }
 
     fn ignore_info_resp(&self, status: u16) -> bool {
+        // Gatehouse patch 26: an HTTP/1.0 client gets no 1xx answer (RFC 9110
+        // section 15.2: a server MUST NOT send one; its Expect is ignored too),
+        // 101 aside, which the upgrade path decides.
+        if status != 101 && self.is_http10_req() {
+            return true;
+        }
         // ignore informational response if ignore flag is set and it's not an Upgrade and Expect: 100-continue isn't set
         self.ignore_info_resp && status != 101 && !(status == 100 && self.is_expect_continue_req())
+    }
+
+    /// Gatehouse patches 25, 26: the request is HTTP/1.0 (or older).
+    fn is_http10_req(&self) -> bool {
+        self.request_header
+            .as_deref()
+            .is_some_and(|req| req.version < Version::HTTP_11)
     }
 
     fn is_expect_continue_req(&self) -> bool {
@@ -1408,11 +1421,13 @@ impl HttpSession {
     /// `Some(>0)`: reusing this session is allowed within the given timeout in seconds.
     /// If the client disallows connection reuse, then `keepalive` will be ignored.
     pub fn set_server_keepalive(&mut self, keepalive: Option<u64>) {
-        if let Some(false) = self.is_connection_keepalive() {
+        match self.is_connection_keepalive() {
             // connection: close is set
-            self.set_keepalive(None);
-        } else {
-            self.set_keepalive(keepalive);
+            Some(false) => self.set_keepalive(None),
+            // Gatehouse patch 25: HTTP/1.0 closes unless the client asked for
+            // keep-alive (RFC 9112 section 9.3), as `respect_keepalive` has it.
+            None if self.is_http10_req() => self.set_keepalive(None),
+            _ => self.set_keepalive(keepalive),
         }
     }
 
