@@ -388,6 +388,11 @@ where
         // Create the codec.
         let mut codec = Codec::new(io);
 
+        // Gatehouse patch 106: answers are encoded without the HPACK dynamic
+        // table (as Nginx does): fields that change with every answer would
+        // churn it, and every idle connection kept it (~800 bytes).
+        codec.set_send_dynamic_indexing(false);
+
         if let Some(max) = builder.settings.max_frame_size() {
             codec.set_max_recv_frame_size(max as usize);
         }

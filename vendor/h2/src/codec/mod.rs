@@ -95,6 +95,12 @@ impl<T, B> Codec<T, B> {
         self.framed_write().set_header_table_size(val)
     }
 
+    /// Gatehouse patch 106: whether the HPACK encoder inserts fields in its
+    /// dynamic table (see `hpack::Encoder::set_dynamic_indexing`).
+    pub fn set_send_dynamic_indexing(&mut self, on: bool) {
+        self.framed_write().set_hpack_dynamic_indexing(on)
+    }
+
     /// Set the decoder header table size size.
     pub fn set_recv_header_table_size(&mut self, val: usize) {
         self.inner.set_header_table_size(val)

@@ -18,6 +18,13 @@ pub struct Encoder {
     /// across frames instead of being allocated and freed per frame. See
     /// `take_scratch` / `return_scratch`.
     scratch: BytesMut,
+    /// Gatehouse patch 106: whether header fields may be inserted in the
+    /// dynamic table. When false (an HTTP/2 server's answers, see
+    /// `set_dynamic_indexing`), a field is sent as the static table's entry
+    /// when it is one, else as a literal without indexing (its name indexed
+    /// from the static table when there), and the table stays empty and
+    /// unallocated.
+    dynamic_indexing: bool,
 }
 
 #[derive(Debug, Copy, Clone, Eq, PartialEq)]
@@ -35,7 +42,17 @@ impl Encoder {
             max_allowed_size: DEFAULT_MAX_ALLOWED_SIZE,
             size_update: None,
             scratch: BytesMut::new(),
+            dynamic_indexing: true,
         }
+    }
+
+    /// Gatehouse patch 106: stops (or allows) inserting fields in the dynamic
+    /// table. Like Nginx's HTTP/2 answers: the values that differ between
+    /// answers (`date`, `x-request-id`, `etag`, ...) would only churn the
+    /// table, and an idle connection would keep the table's memory (slots,
+    /// index and the last values, about 800 bytes) for its life.
+    pub fn set_dynamic_indexing(&mut self, on: bool) {
+        self.dynamic_indexing = on;
     }
 
     #[cfg(test)]
@@ -114,7 +131,11 @@ impl Encoder {
                 // The header has an associated name. In which case, try to
                 // index it in the table.
                 Ok(header) => {
-                    let index = self.table.index(header);
+                    let index = if self.dynamic_indexing {
+                        self.table.index(header)
+                    } else {
+                        Table::index_static_only(header)
+                    };
                     self.encode_header(&index, dst);
 
                     last_index = Some(index);

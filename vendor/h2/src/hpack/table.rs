@@ -130,6 +130,13 @@ impl Table {
         }
     }
 
+    /// Gatehouse patch 106: the header's index in the static table only: the
+    /// whole field when it is there, else its name when that is there, else
+    /// none (a literal with a literal name). Nothing is inserted.
+    pub fn index_static_only(header: Header) -> Index {
+        Index::new(index_static(&header), header)
+    }
+
     /// Index the header in the HPACK table.
     pub fn index(&mut self, header: Header) -> Index {
         // Check the static table
