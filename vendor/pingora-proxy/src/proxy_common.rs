@@ -277,6 +277,78 @@ pub(crate) fn set_h1_host_from_authority_if_absent(req: &mut RequestHeader) -> R
     req.insert_header(header::HOST, host)
 }
 
+/// Gatehouse patch 65: the egress authority steps of the `Standard` policy
+/// ([`reconcile_upstream_authority`], the Host restore by [`set_h1_host_from_authority`],
+/// then `validate_request_authority`) for a request that is not CONNECT and has no
+/// authority in its URI or target (origin form), with one Host lookup and the same
+/// outcome and error as the three steps. `None`: another request; take the steps.
+pub(crate) fn egress_authority_origin_form(
+    req: &mut RequestHeader,
+    downstream_had_host: bool,
+) -> Option<Result<()>> {
+    if req.method == http::Method::CONNECT
+        || req.uri.authority().is_some()
+        || !matches!(raw_target_authority(req.raw_path()), RawTargetAuthority::None)
+    {
+        return None;
+    }
+    let mut hosts = req.headers.get_all(header::HOST).iter();
+    Some(match (hosts.next(), hosts.next()) {
+        // reconcile_upstream_authority's check of the first Host.
+        (Some(host), _) if host.as_bytes().contains(&b'@') => {
+            Error::e_explain(InvalidHTTPHeader, "userinfo in Host header")
+        }
+        // validate_request_authority's (the restore keeps any Host).
+        (Some(_), Some(_)) => Error::e_explain(InvalidHTTPHeader, "multiple Host header fields"),
+        (Some(_), None) => Ok(()),
+        // A filter deleted Host: restored empty, as set_h1_host_from_authority does
+        // for a target with no authority; an empty Host then validates.
+        (None, _) if downstream_had_host => req.insert_header(header::HOST, ""),
+        (None, _) => Ok(()),
+    })
+}
+
+/// Gatehouse patch 65: in debug builds (the test suite), every request that took
+/// [`egress_authority_origin_form`] is also put through the general steps, from `before`
+/// (the request as it was), and the outcomes are asserted to be the same: result, error
+/// type and text, Host fields, target and URI.
+#[cfg(debug_assertions)]
+pub(crate) fn debug_assert_same_egress_authority(
+    mut before: RequestHeader,
+    downstream_had_host: bool,
+    after: &RequestHeader,
+    result: &Result<()>,
+) {
+    let general = (|| {
+        reconcile_upstream_authority(&mut before)?;
+        let target_has_authority = raw_target_authority(before.raw_path()).authority().is_some();
+        if downstream_had_host || before.uri.authority().is_some() || target_has_authority {
+            set_h1_host_from_authority(&mut before)?;
+        }
+        pingora_core::protocols::http::authority::validate_request_authority(&before)
+    })();
+    match (result, &general) {
+        (Ok(()), Ok(())) => {}
+        (Err(fast), Err(general)) => {
+            assert_eq!(fast.etype(), general.etype());
+            assert_eq!(fast.context, general.context);
+        }
+        (fast, general) => panic!("egress authority: {fast:?} != {general:?}"),
+    }
+    let hosts = |req: &RequestHeader| -> Vec<Vec<u8>> {
+        req.headers
+            .get_all(header::HOST)
+            .iter()
+            .map(|v| v.as_bytes().to_vec())
+            .collect()
+    };
+    if result.is_ok() {
+        assert_eq!(hosts(after), hosts(&before));
+        assert_eq!(after.raw_path(), before.raw_path());
+        assert_eq!(after.uri, before.uri);
+    }
+}
+
 /// Apply a filter-selected `Host` to the outbound authority.
 ///
 /// Rewrites URI authority or H1 absolute-form; origin-form is unchanged.

@@ -95,7 +95,25 @@ where
         }
 
         // Reconcile and revalidate after request filters, which can mutate Host, URI, or target.
-        if authority_policy.is_standard() {
+        // Gatehouse patch 65: the common request (origin-form, no URI authority, not
+        // CONNECT) takes the same three steps below with one Host lookup.
+        let fast_authority = if authority_policy.is_standard() {
+            #[cfg(debug_assertions)]
+            let before = req.clone();
+            let fast = egress_authority_origin_form(&mut req, downstream_had_host);
+            #[cfg(debug_assertions)]
+            if let Some(result) = &fast {
+                debug_assert_same_egress_authority(before, downstream_had_host, &req, result);
+            }
+            fast
+        } else {
+            None
+        };
+        if let Some(result) = fast_authority {
+            if let Err(e) = result {
+                return (false, true, Some(e.into_in()));
+            }
+        } else if authority_policy.is_standard() {
             if let Err(e) = reconcile_upstream_authority(&mut req) {
                 return (false, true, Some(e.into_in()));
             }

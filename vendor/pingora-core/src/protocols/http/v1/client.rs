@@ -223,7 +223,9 @@ impl HttpSession {
 
     // Validate the response header read. This function must be called after the response header
     // read.
-    fn validate_response(&self) -> Result<()> {
+    /// Gatehouse patch 64: gives the framing `Content-Length` it resolved, when it did
+    /// (`None`: not resolved here, with `Transfer-Encoding`).
+    fn validate_response(&self) -> Result<Option<Option<usize>>> {
         let resp_header = self
             .response_header
             .as_ref()
@@ -235,20 +237,27 @@ impl HttpSession {
         // unrecoverable framing error. A peer may opt to tolerate a single,
         // otherwise-invalid value and treat the response as close-delimited.
         // Note: Content-Length is already removed if Transfer-Encoding is present.
-        if let Err(e) = super::common::validate_content_length(&**resp_header) {
-            if self.allow_h1_response_invalid_content_length
-                && super::common::content_length_is_single_token(&resp_header.headers)
-            {
-                debug!(
-                    "tolerating invalid Content-Length ({e}); \
-                     treating response as close-delimited"
-                );
-            } else {
-                return Err(e);
+        // Gatehouse patch 64: the resolved value is kept and handed to the body
+        // reader (`init_body_reader_with`), which resolved it again.
+        let content_length = match super::common::validate_content_length_value(&**resp_header)
+        {
+            Ok(cl) => cl,
+            Err(e) => {
+                if self.allow_h1_response_invalid_content_length
+                    && super::common::content_length_is_single_token(&resp_header.headers)
+                {
+                    debug!(
+                        "tolerating invalid Content-Length ({e}); \
+                         treating response as close-delimited"
+                    );
+                    Some(None)
+                } else {
+                    return Err(e);
+                }
             }
-        }
+        };
 
-        Ok(())
+        Ok(content_length)
     }
 
     fn clear_response_header_read_state(&mut self) {
@@ -359,17 +368,21 @@ impl HttpSession {
                             &header::TRANSFER_ENCODING,
                         )
                         .is_some();
-                        let contains_content_length = framing_field(
-                            &*response_header,
-                            FramingField::ContentLength,
-                            &header::CONTENT_LENGTH,
-                        )
-                        .is_some();
+                        // Gatehouse patch 64: Content-Length is looked up only
+                        // when Transfer-Encoding is there.
+                        let contains_content_length = || {
+                            framing_field(
+                                &*response_header,
+                                FramingField::ContentLength,
+                                &header::CONTENT_LENGTH,
+                            )
+                            .is_some()
+                        };
 
                         // Transfer encoding overrides content length, so when
                         // both are present, we MUST remove content length. This is
                         // https://datatracker.ietf.org/doc/html/rfc9112#section-6.3-2.3
-                        if contains_content_length && contains_transfer_encoding {
+                        if contains_transfer_encoding && contains_content_length() {
                             response_header.remove_header(&header::CONTENT_LENGTH);
                         }
 
@@ -378,9 +391,10 @@ impl HttpSession {
                         self.buf = buf;
                         self.response_header = Some(response_header);
                         self.handed_over = None;
-                        if let Err(e) = self.validate_response() {
-                            return self.fail_response_header_read(e);
-                        }
+                        let content_length = match self.validate_response() {
+                            Ok(cl) => cl,
+                            Err(e) => return self.fail_response_header_read(e),
+                        };
                         // convert to upgrade body type
                         // https://datatracker.ietf.org/doc/html/rfc9110#status.101
                         // as an "informational" header, this cannot have a body
@@ -390,7 +404,7 @@ impl HttpSession {
                         // init body reader if upgrade status has changed body mode
                         // (read_response_task will immediately try to init body afterwards anyways)
                         // informational headers will automatically avoid initializing body reader
-                        self.init_body_reader();
+                        self.init_body_reader_with(content_length);
                         // note that the (request) body writer is converted to close delimit
                         // when the upgraded body tasks are received
                         return Ok(s);
@@ -780,6 +794,12 @@ impl HttpSession {
     }
 
     fn init_body_reader(&mut self) {
+        self.init_body_reader_with(None)
+    }
+
+    /// Gatehouse patch 64: `content_length`, when known, is the response's framing
+    /// `Content-Length` as `validate_response` resolved it for this head.
+    fn init_body_reader_with(&mut self, content_length: Option<Option<usize>>) {
         if self.body_reader.need_init() {
             // follow https://datatracker.ietf.org/doc/html/rfc9112#section-6.3
             let preread_body = self.preread_body.as_ref().unwrap().get(&self.buf[..]);
@@ -813,7 +833,10 @@ impl HttpSession {
             } else if self.is_chunked_encoding() {
                 // if chunked encoding, content-length should be ignored
                 self.body_reader.init_chunked(preread_body);
-            } else if let Some(cl) = self.get_content_length().unwrap_or(None) {
+            } else if let Some(cl) = match content_length {
+                Some(cl) => cl,
+                None => self.get_content_length().unwrap_or(None),
+            } {
                 self.body_reader.init_content_length(cl, preread_body);
             } else {
                 self.body_reader.init_close_delimited(preread_body);

@@ -490,6 +490,15 @@ pub(crate) fn content_length_for_framing(headers: &impl FramingHead) -> Result<O
 /// keeps the H2 and downgraded-H1 paths consistent and rejects genuinely
 /// ambiguous values before they cross a proxy boundary.
 pub(crate) fn validate_content_length(headers: &impl FramingHead) -> Result<()> {
+    validate_content_length_value(headers).map(|_| ())
+}
+
+/// Gatehouse patch 64: [`validate_content_length`] giving the value it resolved:
+/// `Some(content_length_for_framing)`, or `None` when `Transfer-Encoding` is present
+/// (nothing resolved).
+pub(crate) fn validate_content_length_value(
+    headers: &impl FramingHead,
+) -> Result<Option<Option<usize>>> {
     if framing_field(
         headers,
         FramingField::TransferEncoding,
@@ -498,9 +507,9 @@ pub(crate) fn validate_content_length(headers: &impl FramingHead) -> Result<()> 
     .is_some()
     {
         // HTTP/1: Transfer-Encoding takes precedence over Content-Length.
-        return Ok(());
+        return Ok(None);
     }
-    content_length_for_framing(headers).map(|_| ())
+    content_length_for_framing(headers).map(Some)
 }
 
 /// Validate `Content-Length` for transports where `Transfer-Encoding` is not
