@@ -310,12 +310,12 @@ async fn rapid_reset_is_cut_off_or_cheap() {
     // memory figures below to mean something (Pingora/h2 cut off after ~170
     // on an idle machine). A server slow to accept streams (a loaded machine)
     // reaches h2's limit of 20 reset streams it has not yet accepted sooner:
-    // that cut-off, GOAWAY with ENHANCE_YOUR_CALM after more than 20 resets,
-    // is the defence too. Any other early end is not.
-    let calmed = matches!(&ended, Ok(Ok(Err(e)))
-        if e.is_go_away() && e.reason() == Some(h2::Reason::ENHANCE_YOUR_CALM));
+    // that cut-off after more than 20 resets is the defence too. The client
+    // sees it as GOAWAY(ENHANCE_YOUR_CALM), or as a broken pipe when the
+    // server closed while the client was still writing resets. A server that
+    // ends the connection at 20 resets or fewer fails here.
     assert!(
-        sent >= 100 || (sent > 20 && calmed),
+        sent >= 100 || (sent > 20 && cut_off),
         "only {sent} streams were opened and reset before the connection ended: {ended:?}"
     );
     let (cpu1, rss1) = usage(gh.pid());
