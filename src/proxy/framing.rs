@@ -200,12 +200,6 @@ pub(crate) fn raw_lines(raw: &[u8]) -> RawLines {
     }
 }
 
-/// [`framing_problem`] on raw HTTP/1 head bytes: one pass over the line ends.
-#[cfg(test)]
-fn raw_framing_problem(raw: &[u8]) -> Option<&'static str> {
-    raw_lines(raw).problem()
-}
-
 /// Drops an `Upgrade: h2c` offer (with `HTTP2-Settings` and `Connection`):
 /// the request is then served as the HTTP/1.1 request it also is.
 pub(crate) fn strip_h2c_upgrade(req: &mut RequestHeader) {
@@ -285,13 +279,13 @@ mod tests {
     #[test]
     fn ambiguous_framing_is_found_in_raw_heads() {
         let ok = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\n";
-        assert_eq!(raw_framing_problem(ok), None);
+        assert_eq!(raw_lines(ok).problem(), None);
         let both = b"POST / HTTP/1.1\r\nHost: a\r\ncontent-length: 2\r\nTransfer-Encoding: chunked\r\n\r\n";
-        assert!(raw_framing_problem(both).is_some());
+        assert!(raw_lines(both).problem().is_some());
         let lf = b"GET / HTTP/1.1\nHost: a\r\n\r\n";
-        assert!(raw_framing_problem(lf).is_some());
+        assert!(raw_lines(lf).problem().is_some());
         let lookalike = b"GET / HTTP/1.1\r\nX-Content-Length: 1\r\nTransfer-Encoding-X: y\r\n\r\n";
-        assert_eq!(raw_framing_problem(lookalike), None);
+        assert_eq!(raw_lines(lookalike).problem(), None);
     }
 
     #[test]
