@@ -290,12 +290,13 @@ pub(crate) fn remove_backend(upstream: &str, server: &str) {
 /// Counts a reload (SIGHUP, `gatehouse reload`, `watch_config`).
 pub(crate) fn record_reload(ok: bool) {
     if let Some(m) = get() {
-        m.config_reloads
-            .with_label_values(&[if ok { "ok" } else { "error" }])
-            .inc();
+        // The time first: a scrape that sees the new count sees its time too.
         if ok {
             m.last_reload_success.set(unix_now());
         }
+        m.config_reloads
+            .with_label_values(&[if ok { "ok" } else { "error" }])
+            .inc();
     }
 }
 
