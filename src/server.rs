@@ -24,7 +24,7 @@ use pingora::services::listening::Service;
 use crate::admin::AdminApp;
 use crate::background::{EjectionReporter, HealthService, LimiterJanitor, StatusSampler};
 use crate::config::Config;
-use crate::connection::{Guarded, Lingering};
+use crate::connection::Guarded;
 use crate::lifecycle::{pid_file, signals};
 use crate::proxy::Gatehouse;
 use crate::reload::watch::ConfigWatcher;
@@ -111,8 +111,8 @@ pub(crate) fn build(
     let state = State::new(config, config_path)?;
     crate::metrics::record_startup_load();
 
-    // Per-connection limits (per-IP cap, request head deadline) wrap the proxy;
-    // the drain behaviour wraps both.
+    // Per-connection limits (per-IP cap, request head deadline), the
+    // open-connection count and the gentle drain wrap the proxy.
     let app = pingora::proxy::http_proxy(
         &server.configuration,
         Gatehouse {
@@ -121,7 +121,7 @@ pub(crate) fn build(
     );
     let guarded = Guarded::new(app, state.clone());
     let pre_tls = guarded.pre_tls();
-    let mut proxy = Service::new("proxy".to_string(), Lingering::new(guarded));
+    let mut proxy = Service::new("proxy".to_string(), guarded);
     proxy.endpoints().set_pre_tls_callback(pre_tls);
     if let Some(http) = &http {
         let buffers = client_buffers(http.proxy_protocol);

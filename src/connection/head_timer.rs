@@ -120,7 +120,10 @@ impl HeadTimer {
 pub(crate) struct GuardedIo {
     pub(crate) inner: Stream,
     pub(crate) _slot: Option<IpSlot>,
-    pub(crate) head: Option<HeadTimer>,
+    /// HTTP/1.x only. Boxed: an HTTP/2 connection has none, and inline its
+    /// room (48 bytes) would put every stream in the next allocation size.
+    pub(crate) head: Option<Box<HeadTimer>>,
+    pub(crate) _open: super::lingering::OpenConnection,
 }
 
 impl fmt::Debug for GuardedIo {

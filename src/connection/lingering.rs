@@ -1,14 +1,7 @@
-//! [`Lingering`]: the proxy application, drained gently, counting open
-//! client connections.
+//! Open client connections, counted, and the gentle drain that waits for them.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-use async_trait::async_trait;
-use pingora::apps::ServerApp;
-use pingora::protocols::Stream;
-use pingora::server::ShutdownWatch;
 
 use crate::lifecycle::drain::DRAIN_POLL;
 
@@ -25,32 +18,15 @@ pub(crate) fn open_connections() -> usize {
     OPEN_CONNECTIONS.load(Ordering::Relaxed)
 }
 
-/// The proxy application, drained gently.
-///
-/// Pingora closes idle HTTP/1.1 keep-alive connections the moment the
-/// listeners close (the app's `cleanup`). A client may have sent its next
-/// request on such a connection at that very moment; it would see the
-/// connection reset and fail the request. Delaying `cleanup` by
-/// [`IDLE_LINGER`] lets those requests in: Pingora answers every request read
-/// after shutdown began with `Connection: close`, so each busy connection ends
-/// cleanly after one more answer. It also counts open connections.
-pub(crate) struct Lingering<A> {
-    app: Arc<A>,
-}
-
-impl<A> Lingering<A> {
-    pub(crate) fn new(app: A) -> Self {
-        Lingering { app: Arc::new(app) }
-    }
-}
-
-/// Counts one open client connection until dropped.
-struct OpenConnection;
+/// Counts one open client connection until dropped. Carried by the
+/// connection's stream ([`super::GuardedIo`]), so it counts the connection
+/// for exactly as long as its socket is open.
+pub(crate) struct OpenConnection(());
 
 impl OpenConnection {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         OPEN_CONNECTIONS.fetch_add(1, Ordering::Relaxed);
-        OpenConnection
+        OpenConnection(())
     }
 }
 
@@ -60,22 +36,18 @@ impl Drop for OpenConnection {
     }
 }
 
-#[async_trait]
-impl<A: ServerApp + Send + Sync + 'static> ServerApp for Lingering<A> {
-    async fn process_new(
-        self: &Arc<Self>,
-        stream: Stream,
-        shutdown: &ShutdownWatch,
-    ) -> Option<Stream> {
-        let _open = OpenConnection::new();
-        self.app.process_new(stream, shutdown).await
-    }
-
-    async fn cleanup(&self) {
-        let start = Instant::now();
-        while OPEN_CONNECTIONS.load(Ordering::Relaxed) > 0 && start.elapsed() < IDLE_LINGER {
-            tokio::time::sleep(DRAIN_POLL).await;
-        }
-        self.app.cleanup().await;
+/// Waits, at most [`IDLE_LINGER`], for the open client connections to end.
+///
+/// Pingora closes idle HTTP/1.1 keep-alive connections the moment the
+/// listeners close (the app's `cleanup`). A client may have sent its next
+/// request on such a connection at that very moment; it would see the
+/// connection reset and fail the request. Delaying `cleanup` by
+/// [`IDLE_LINGER`] lets those requests in: Pingora answers every request read
+/// after shutdown began with `Connection: close`, so each busy connection ends
+/// cleanly after one more answer.
+pub(crate) async fn linger() {
+    let start = Instant::now();
+    while OPEN_CONNECTIONS.load(Ordering::Relaxed) > 0 && start.elapsed() < IDLE_LINGER {
+        tokio::time::sleep(DRAIN_POLL).await;
     }
 }

@@ -10,8 +10,10 @@
 //! governed by the keep-alive timeout instead. The slot is released when the
 //! stream is dropped, i.e. when the connection closes.
 //!
-//! [`lingering::Lingering`] wraps both: on shutdown it keeps idle keep-alive
-//! connections open a moment so requests already on their way are answered.
+//! Each guarded stream also counts as an open connection
+//! ([`lingering::OpenConnection`]); on shutdown, [`Guarded`]'s cleanup keeps
+//! idle keep-alive connections open a moment so requests already on their way
+//! are answered.
 
 mod head_timer;
 mod lingering;
@@ -20,10 +22,12 @@ mod proxy_protocol;
 mod sendfile;
 
 pub(crate) use head_timer::GuardedIo;
-pub(crate) use lingering::{open_connections, Lingering};
+pub(crate) use lingering::open_connections;
 pub(crate) use sendfile::{send_file, Sent};
 
+use std::future::Future;
 use std::net::IpAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,6 +40,7 @@ use pingora::server::ShutdownWatch;
 
 use crate::state::{Snapshot, State};
 use head_timer::HeadTimer;
+use lingering::OpenConnection;
 use per_ip::PerIp;
 
 /// The settings a new connection is checked against, read from the current
@@ -174,14 +179,11 @@ impl PreTlsProcess for PreTls {
     }
 }
 
-#[async_trait]
-impl<A: ServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
-    async fn process_new(
-        self: &Arc<Self>,
-        stream: Stream,
-        shutdown: &ShutdownWatch,
-    ) -> Option<Stream> {
-        let mut stream = stream;
+impl<A: ServerApp + Send + Sync + 'static> Guarded<A> {
+    /// Takes the connection's per-IP slot and wraps the stream that carries
+    /// it; `None` when the connection is closed instead (an ACME TLS-ALPN
+    /// validation, or a client at its connection cap).
+    fn guard(&self, stream: Stream, snapshot: &Snapshot, open: OpenConnection) -> Option<Stream> {
         // A tls-alpn-01 validation (ALPN `acme-tls/1`) only looks at the
         // certificate; there is no HTTP to serve on it.
         let alpn = stream.selected_alpn_proto();
@@ -192,25 +194,8 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
             );
             return None;
         }
-        // One config snapshot for the checks, not held for the connection's
-        // life (an old config would stay alive after a reload).
-        let limits = {
-            let snapshot = self.state.current();
-            // TLS connections had theirs read before the handshake (PreTls).
-            // Boxed, and only on a PROXY listener: the read's state would
-            // otherwise be part of this future, which lives as long as the
-            // connection (about 200 bytes of each idle connection).
-            if stream.get_ssl_digest().is_none() && expects_proxy_header(&snapshot, false) {
-                let read = Box::pin(take_proxy_header(&snapshot, &mut *stream, false));
-                if let Err(e) = read.await {
-                    log::debug!("connection closed: {e}");
-                    return None;
-                }
-            }
-            Limits::of(&snapshot)
-        };
-        let ip = peer_ip(&*stream);
-        let slot = match ip {
+        let limits = Limits::of(snapshot);
+        let slot = match peer_ip(&*stream) {
             Some(ip) => match self.per_ip.acquire(ip, limits.max_connections_per_ip) {
                 Some(slot) => Some(slot),
                 None => {
@@ -221,16 +206,68 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
             None => None,
         };
         let h1 = !matches!(alpn, Some(ALPN::H2));
-        let head = h1.then(|| HeadTimer::new(limits.header_timeout));
-        let guarded: Stream = Box::new(GuardedIo {
+        Some(Box::new(GuardedIo {
             inner: stream,
             _slot: slot,
-            head,
-        });
-        self.app.process_new(guarded, shutdown).await
+            head: h1.then(|| Box::new(HeadTimer::new(limits.header_timeout))),
+            _open: open,
+        }))
+    }
+
+    /// On a plain listener with `proxy_protocol = true`: the PROXY header is
+    /// read first. Its own future, boxed and gone once the header is read.
+    async fn read_proxy_header(&self, mut stream: Stream) -> Option<Stream> {
+        let snapshot = self.state.current();
+        match take_proxy_header(&snapshot, &mut *stream, false).await {
+            Ok(()) => Some(stream),
+            Err(e) => {
+                log::debug!("connection closed: {e}");
+                None
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl<A: ServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
+    /// Written out rather than `async fn`: the connection is checked here,
+    /// before any await, and the application's own future is returned as it
+    /// is. No wrapper future (with a box of its own) lives as long as the
+    /// connection; the open-connection count and the per-IP slot ride on the
+    /// stream instead. Only a PROXY-protocol plain listener has an await
+    /// first (the header read).
+    fn process_new<'life0, 'life1, 'async_trait>(
+        self: &'life0 Arc<Self>,
+        stream: Stream,
+        shutdown: &'life1 ShutdownWatch,
+    ) -> Pin<Box<dyn Future<Output = Option<Stream>> + Send + 'async_trait>>
+    where
+        'life0: 'async_trait,
+        'life1: 'async_trait,
+        Self: 'async_trait,
+    {
+        let open = OpenConnection::new();
+        // One config snapshot for the checks, not held for the connection's
+        // life (an old config would stay alive after a reload). TLS
+        // connections had their PROXY header read before the handshake
+        // (PreTls).
+        let snapshot = self.state.current();
+        if stream.get_ssl_digest().is_none() && expects_proxy_header(&snapshot, false) {
+            drop(snapshot);
+            return Box::pin(async move {
+                let stream = Box::pin(self.read_proxy_header(stream)).await?;
+                let guarded = self.guard(stream, &self.state.current(), open)?;
+                self.app.process_new(guarded, shutdown).await
+            });
+        }
+        match self.guard(stream, &snapshot, open) {
+            Some(guarded) => self.app.process_new(guarded, shutdown),
+            None => Box::pin(std::future::ready(None)),
+        }
     }
 
     async fn cleanup(&self) {
+        lingering::linger().await;
         self.app.cleanup().await;
     }
 }
