@@ -962,6 +962,11 @@ impl<Data> ConnectionCore<Data> {
         }
 
         deframer_buffer.discard(buffer_progress.take_discard());
+        // Gatehouse patch 110: the handshake's span room is not kept for the
+        // connection's life.
+        if !self.common_state.is_handshaking() {
+            self.hs_deframer.release_if_idle();
+        }
         self.state = Ok(state);
         Ok(self.common_state.current_io_state())
     }

@@ -86,6 +86,18 @@ impl HandshakeDeframer {
         }
     }
 
+    /// Gatehouse patch 110: gives back the room for spans once none is held.
+    ///
+    /// `default()` reserves sixteen spans (640 bytes) for the handshake's
+    /// flights. Called when the handshake is over, so an established
+    /// connection does not keep them for its whole life; a later handshake
+    /// message (a key update, a ticket) grows the vector again as needed.
+    pub(crate) fn release_if_idle(&mut self) {
+        if self.spans.is_empty() && self.spans.capacity() != 0 {
+            self.spans = Vec::new();
+        }
+    }
+
     /// Do we have any message data, partial or otherwise?
     pub(crate) fn is_active(&self) -> bool {
         !self.spans.is_empty()
