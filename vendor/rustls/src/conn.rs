@@ -796,8 +796,23 @@ impl<Data> ConnectionCommon<Data> {
         let res = self
             .deframer_buffer
             .read(rd, self.core.hs_deframer.is_active());
-        if let Ok(0) = res {
-            self.has_seen_eof = true;
+        match &res {
+            Ok(0) => self.has_seen_eof = true,
+            // Gatehouse patch 111: the peer is quiet (the deframer buffer was
+            // just given back too), so the empty plaintext and TLS queues give
+            // back their chunk lists: 96 bytes each on an idle connection.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                self.core
+                    .common_state
+                    .received_plaintext
+                    .release_if_empty();
+                self.core
+                    .common_state
+                    .sendable_tls
+                    .release_if_empty();
+                self.sendable_plaintext.release_if_empty();
+            }
+            _ => {}
         }
         res
     }

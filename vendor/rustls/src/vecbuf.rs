@@ -46,6 +46,15 @@ impl ChunkVecBuffer {
         self.limit = new_limit;
     }
 
+    /// Gatehouse patch 111: an empty buffer gives back its chunk list's
+    /// room (four chunks, 96 bytes, after the first append), so a quiet
+    /// connection does not keep it; the next append allocates it again.
+    pub(crate) fn release_if_empty(&mut self) {
+        if self.chunks.is_empty() && self.chunks.capacity() != 0 {
+            self.chunks = VecDeque::new();
+        }
+    }
+
     /// If we're empty
     pub(crate) fn is_empty(&self) -> bool {
         self.chunks.is_empty()
