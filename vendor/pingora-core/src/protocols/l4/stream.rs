@@ -1058,6 +1058,11 @@ impl AsyncRead for Stream {
             if !data_to_read.is_empty() {
                 let remaining_buf = Vec::from(data_to_read);
                 self.rewind_read_buf.push(remaining_buf);
+            } else if self.rewind_read_buf.is_empty() {
+                // Gatehouse patch 112: all rewound bytes are read, so the list's
+                // room (four entries, 96 bytes: a TLS listener peeks at the
+                // ClientHello) is given back, not kept for the connection's life.
+                self.rewind_read_buf = Vec::new();
             }
             result
         } else {
