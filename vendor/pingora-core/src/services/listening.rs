@@ -24,6 +24,7 @@ use crate::listeners::tls::TlsSettings;
 use crate::listeners::AcceptAllFilter;
 use crate::listeners::{
     ConnectionFilter, ListenerConfig, Listeners, ServerAddress, TcpSocketOptions, TransportStack,
+    UninitializedStream,
 };
 use crate::protocols::Stream;
 #[cfg(unix)]
@@ -199,6 +200,24 @@ impl<A: ServerApp + Send + Sync + 'static> Service<A> {
         }
     }
 
+    /// Gatehouse patch 113: an accepted connection's task: the handshake
+    /// (boxed, see [`handshake`]), then [`Self::handle_event`]'s loop, in one
+    /// future that holds each of its arguments once.
+    async fn handle_accepted(
+        io: Box<UninitializedStream>,
+        app_logic: Arc<A>,
+        shutdown: ShutdownWatch,
+    ) {
+        let Some(event) = Box::pin(handshake(io)).await else {
+            return;
+        };
+        let mut reuse_event = app_logic.process_new(event, &shutdown).await;
+        while let Some(event) = reuse_event {
+            debug!("new reusable event!");
+            reuse_event = app_logic.process_new(event, &shutdown).await;
+        }
+    }
+
     async fn run_endpoint(
         app_logic: Arc<A>,
         mut stack: TransportStack,
@@ -233,32 +252,15 @@ impl<A: ServerApp + Send + Sync + 'static> Service<A> {
                     // state) is boxed, so the task that then serves the connection,
                     // idle keep-alive included, does not carry its size (8.7 KB before).
                     let io = Box::new(io);
-                    current_handle().spawn(async move {
-                        let peer_addr = io.peer_addr();
-                        // Gatehouse patch 101: the box is consumed here. `io.handshake()`
-                        // moved the stream out of it but left the box's memory (the size
-                        // of an `UninitializedStream`) allocated until the end of this
-                        // block, that is for the connection's whole life.
-                        let handshake = Box::pin(unbox(io).handshake());
-                        match timeout(Duration::from_secs(60), handshake).await {
-                            Ok(handshake) => {
-                                match handshake {
-                                    Ok(io) => Self::handle_event(io, app, shutdown).await,
-                                    Err(e) => {
-                                        // TODO: Maybe IOApp trait needs a fn to handle/filter out this error
-                                        if let Some(addr) = peer_addr {
-                                            error!("Downstream handshake error from {}: {e}", addr);
-                                        } else {
-                                            error!("Downstream handshake error: {e}");
-                                        }
-                                    }
-                                }
-                            }
-                            Err(_) => {
-                                error!("Downstream handshake timeout");
-                            }
-                        }
-                    });
+                    // Gatehouse patch 113: the task is `handle_accepted`. The
+                    // handshake, its timeout and the peer address kept for its
+                    // error log are one boxed future, freed when the handshake
+                    // ends; before, their slots (the address alone has room for a
+                    // Unix socket path) stayed in the task for the connection's
+                    // whole life, and so did a second copy of `app` and
+                    // `shutdown` (an `async move` block's captures, moved into
+                    // `handle_event`). Task 512 -> 256 bytes.
+                    current_handle().spawn(Self::handle_accepted(io, app, shutdown));
                 }
                 Err(e) => {
                     error!("Accept() failed {e}");
@@ -286,6 +288,31 @@ impl<A: ServerApp + Send + Sync + 'static> Service<A> {
 /// Gatehouse patch 101: the value of a box, the box's memory given back.
 fn unbox<T>(boxed: Box<T>) -> T {
     *boxed
+}
+
+/// The accepted connection's handshake (TLS, or none), at most 60 seconds;
+/// `None` after an error or the timeout, each logged.
+async fn handshake(io: Box<UninitializedStream>) -> Option<Stream> {
+    let peer_addr = io.peer_addr();
+    // Gatehouse patch 101: the box is consumed here. `io.handshake()` moved the
+    // stream out of it but left the box's memory (the size of an
+    // `UninitializedStream`) allocated until the end of the block.
+    match timeout(Duration::from_secs(60), unbox(io).handshake()).await {
+        Ok(Ok(io)) => Some(io),
+        Ok(Err(e)) => {
+            // TODO: Maybe IOApp trait needs a fn to handle/filter out this error
+            if let Some(addr) = peer_addr {
+                error!("Downstream handshake error from {}: {e}", addr);
+            } else {
+                error!("Downstream handshake error: {e}");
+            }
+            None
+        }
+        Err(_) => {
+            error!("Downstream handshake timeout");
+            None
+        }
+    }
 }
 
 #[async_trait]
