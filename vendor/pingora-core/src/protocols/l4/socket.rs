@@ -28,11 +28,16 @@ use tokio::net::unix::SocketAddr as TokioUnixSockAddr;
 
 /// [`SocketAddr`] is a storage type that contains either an Internet (IP address)
 /// socket address or a Unix domain socket address.
+///
+/// Gatehouse patch 114: the Unix address is boxed. Inline, its room for a
+/// socket path (110 bytes) made every `SocketAddr` 120 bytes, an IP address
+/// included; boxed, a `SocketAddr` is 32 bytes. Each client connection keeps
+/// two (its socket digest's peer and local address).
 #[derive(Debug, Clone)]
 pub enum SocketAddr {
     Inet(StdSockAddr),
     #[cfg(unix)]
-    Unix(StdUnixSockAddr),
+    Unix(Box<StdUnixSockAddr>),
 }
 
 impl SocketAddr {
@@ -49,7 +54,7 @@ impl SocketAddr {
     #[cfg(unix)]
     pub fn as_unix(&self) -> Option<&StdUnixSockAddr> {
         if let SocketAddr::Unix(addr) = self {
-            Some(addr)
+            Some(&**addr)
         } else {
             None
         }
@@ -76,11 +81,11 @@ impl SocketAddr {
 
         // TODO: don't set abstract / unnamed for now,
         // for parity with how we treat these types in TryFrom<TokioUnixSockAddr>
-        Some(SocketAddr::Unix(
+        Some(SocketAddr::Unix(Box::new(
             sock.as_unix_addr()
                 .map(|addr| addr.path().map(StdUnixSockAddr::from_pathname))??
                 .ok()?,
-        ))
+        )))
     }
 
     #[cfg(unix)]
@@ -208,7 +213,7 @@ impl std::str::FromStr for SocketAddr {
             let path = s.trim_start_matches("unix:");
             let uds_socket = StdUnixSockAddr::from_pathname(path)
                 .or_err(crate::BindError, "invalid UDS path")?;
-            Ok(SocketAddr::Unix(uds_socket))
+            Ok(SocketAddr::Unix(Box::new(uds_socket)))
         } else {
             match StdSockAddr::from_str(s) {
                 Ok(addr) => Ok(SocketAddr::Inet(addr)),
@@ -217,7 +222,7 @@ impl std::str::FromStr for SocketAddr {
                     let uds_socket = StdUnixSockAddr::from_pathname(s)
                         .or_err(crate::BindError, "invalid UDS path")?;
                     warn!("Raw Unix domain socket path support will be deprecated, add 'unix:' prefix instead");
-                    Ok(SocketAddr::Unix(uds_socket))
+                    Ok(SocketAddr::Unix(Box::new(uds_socket)))
                 }
             }
         }
@@ -254,7 +259,7 @@ impl From<StdSockAddr> for SocketAddr {
 #[cfg(unix)]
 impl From<StdUnixSockAddr> for SocketAddr {
     fn from(sockaddr: StdUnixSockAddr) -> Self {
-        SocketAddr::Unix(sockaddr)
+        SocketAddr::Unix(Box::new(sockaddr))
     }
 }
 
