@@ -178,14 +178,20 @@ impl RawStreamWrapper {
             rx_ts: None,
             #[cfg(target_os = "linux")]
             enable_rx_ts: false,
+            // Gatehouse patch 116: the control-message space is only allocated
+            // when receive timestamps are turned on (`enable_rx_ts`); every
+            // stream allocated it (64 bytes, kept for the connection's life).
             #[cfg(target_os = "linux")]
-            reusable_cmsg_space: nix::cmsg_space!(nix::sys::socket::Timestamps),
+            reusable_cmsg_space: Vec::new(),
         }
     }
 
     #[cfg(target_os = "linux")]
     pub fn enable_rx_ts(&mut self, enable_rx_ts: bool) {
         self.enable_rx_ts = enable_rx_ts;
+        if enable_rx_ts && self.reusable_cmsg_space.is_empty() {
+            self.reusable_cmsg_space = nix::cmsg_space!(nix::sys::socket::Timestamps);
+        }
     }
 }
 
