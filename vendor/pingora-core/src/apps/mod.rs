@@ -21,6 +21,8 @@ use async_trait::async_trait;
 use bytes::BytesMut;
 use log::{debug, error};
 use std::any::Any;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -316,86 +318,117 @@ where
     .await;
 }
 
+/// The connection's HTTP, whichever version: the body of the blanket
+/// `ServerApp::process_new` for a stream that did not choose h2 by ALPN.
+async fn process_new_any<T>(
+    this: &Arc<T>,
+    mut stream: Stream,
+    shutdown: &ShutdownWatch,
+) -> Option<Stream>
+where
+    T: HttpServerApp + Send + Sync + 'static,
+{
+    let mut h2c = this.server_options().as_ref().map_or(false, |o| o.h2c);
+    let custom = this
+        .server_options()
+        .as_ref()
+        .map_or(false, |o| o.force_custom);
+
+    // h2c is for cleartext connections; on TLS, ALPN handles protocol negotiation.
+    // Otherwise, h2c stays true on TLS streams, forcing HTTP/1.1 clients into HTTP/2
+    if stream.get_ssl_digest().is_some() {
+        h2c = false;
+    }
+    // try to read h2 preface
+    else if h2c && !custom {
+        let mut buf = [0u8; H2_PREFACE.len()];
+        let peeked = stream
+            .try_peek(&mut buf)
+            .await
+            .map_err(|e| {
+                // this error is normal when h1 reuse and close the connection
+                debug!("Read error while peeking h2c preface {e}");
+                e
+            })
+            .ok()?;
+        // not all streams support peeking
+        if peeked {
+            // turn off h2c (use h1) if h2 preface doesn't exist
+            h2c = buf == H2_PREFACE;
+        }
+    }
+    if h2c || matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
+        // Gatehouse patch: the h2 connection's state (handshake, accept loop)
+        // is boxed on its own, so an HTTP/1.x connection does not carry it in
+        // this future for its whole life (3.8 KB before).
+        Box::pin(process_h2(this, stream, shutdown)).await;
+    } else if custom || matches!(stream.selected_alpn_proto(), Some(ALPN::Custom(_))) {
+        return this.clone().process_custom_session(stream, shutdown).await;
+    } else {
+        // No ALPN or ALPN::H1 and h2c was not configured, fallback to HTTP/1.1
+        // Gatehouse patch: in a block, as in the loop below.
+        let first = {
+            let mut session = ServerSession::new_http1(stream);
+            if *shutdown.borrow() {
+                // stop downstream from reusing if this service is shutting down soon
+                session.set_keepalive(None);
+            } else {
+                // default 60s
+                session.set_keepalive(Some(60));
+            }
+            session.set_keepalive_reuses_remaining(
+                this.server_options()
+                    .and_then(|opts| opts.keepalive_request_limit),
+            );
+            this.process_new_http(session, shutdown)
+        };
+        let mut result = first.await;
+        while let Some((stream, persistent_settings)) = result.map(|r| r.consume()) {
+            // Gatehouse patch: the session is built in a block that ends
+            // before the await, so this future keeps no slot for it while
+            // the connection waits for its next request.
+            let request = {
+                let mut session = ServerSession::new_http1(stream);
+                if let Some(persistent_settings) = persistent_settings {
+                    persistent_settings.apply_to_session(&mut session);
+                }
+                this.process_new_http(session, shutdown)
+            };
+            result = request.await;
+        }
+    }
+    None
+}
+
 #[async_trait]
 impl<T> ServerApp for T
 where
     T: HttpServerApp + Send + Sync + 'static,
 {
-    async fn process_new(
-        self: &Arc<Self>,
-        mut stream: Stream,
-        shutdown: &ShutdownWatch,
-    ) -> Option<Stream> {
-        let mut h2c = self.server_options().as_ref().map_or(false, |o| o.h2c);
-        let custom = self
-            .server_options()
-            .as_ref()
-            .map_or(false, |o| o.force_custom);
-
-        // h2c is for cleartext connections; on TLS, ALPN handles protocol negotiation.
-        // Otherwise, h2c stays true on TLS streams, forcing HTTP/1.1 clients into HTTP/2
-        if stream.get_ssl_digest().is_some() {
-            h2c = false;
+    /// Gatehouse patch 117: written out rather than `async fn`. A TLS stream
+    /// that chose h2 by ALPN goes straight to one boxed `process_h2` future;
+    /// before, that box sat inside this method's own boxed future (304 bytes,
+    /// sized by the HTTP/1.x keep-alive loop), both kept for the connection's
+    /// life. Every other stream takes `process_new_any`, unchanged.
+    fn process_new<'life0, 'life1, 'async_trait>(
+        self: &'life0 Arc<Self>,
+        stream: Stream,
+        shutdown: &'life1 ShutdownWatch,
+    ) -> Pin<Box<dyn Future<Output = Option<Stream>> + Send + 'async_trait>>
+    where
+        'life0: 'async_trait,
+        'life1: 'async_trait,
+        Self: 'async_trait,
+    {
+        if stream.get_ssl_digest().is_some()
+            && matches!(stream.selected_alpn_proto(), Some(ALPN::H2))
+        {
+            return Box::pin(async move {
+                process_h2(self, stream, shutdown).await;
+                None
+            });
         }
-        // try to read h2 preface
-        else if h2c && !custom {
-            let mut buf = [0u8; H2_PREFACE.len()];
-            let peeked = stream
-                .try_peek(&mut buf)
-                .await
-                .map_err(|e| {
-                    // this error is normal when h1 reuse and close the connection
-                    debug!("Read error while peeking h2c preface {e}");
-                    e
-                })
-                .ok()?;
-            // not all streams support peeking
-            if peeked {
-                // turn off h2c (use h1) if h2 preface doesn't exist
-                h2c = buf == H2_PREFACE;
-            }
-        }
-        if h2c || matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
-            // Gatehouse patch: the h2 connection's state (handshake, accept loop)
-            // is boxed on its own, so an HTTP/1.x connection does not carry it in
-            // this future for its whole life (3.8 KB before).
-            Box::pin(process_h2(self, stream, shutdown)).await;
-        } else if custom || matches!(stream.selected_alpn_proto(), Some(ALPN::Custom(_))) {
-            return self.clone().process_custom_session(stream, shutdown).await;
-        } else {
-            // No ALPN or ALPN::H1 and h2c was not configured, fallback to HTTP/1.1
-            // Gatehouse patch: in a block, as in the loop below.
-            let first = {
-                let mut session = ServerSession::new_http1(stream);
-                if *shutdown.borrow() {
-                    // stop downstream from reusing if this service is shutting down soon
-                    session.set_keepalive(None);
-                } else {
-                    // default 60s
-                    session.set_keepalive(Some(60));
-                }
-                session.set_keepalive_reuses_remaining(
-                    self.server_options()
-                        .and_then(|opts| opts.keepalive_request_limit),
-                );
-                self.process_new_http(session, shutdown)
-            };
-            let mut result = first.await;
-            while let Some((stream, persistent_settings)) = result.map(|r| r.consume()) {
-                // Gatehouse patch: the session is built in a block that ends
-                // before the await, so this future keeps no slot for it while
-                // the connection waits for its next request.
-                let request = {
-                    let mut session = ServerSession::new_http1(stream);
-                    if let Some(persistent_settings) = persistent_settings {
-                        persistent_settings.apply_to_session(&mut session);
-                    }
-                    self.process_new_http(session, shutdown)
-                };
-                result = request.await;
-            }
-        }
-        None
+        Box::pin(process_new_any(self, stream, shutdown))
     }
 
     async fn cleanup(&self) {
