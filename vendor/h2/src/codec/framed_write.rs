@@ -234,6 +234,8 @@ where
             && self.buf.get_ref().capacity() != 0
         {
             self.buf = Cursor::new(BytesMut::new());
+            // Gatehouse patch 118: the header-block scratch buffer too.
+            self.hpack.release_scratch();
         }
     }
 

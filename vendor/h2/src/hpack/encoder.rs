@@ -79,6 +79,16 @@ impl Encoder {
         self.scratch = scratch;
     }
 
+    /// Gatehouse patch 118: gives back the reusable buffer's memory (the
+    /// last header block's size, 128 bytes or more). Called when the
+    /// connection's write buffer is given back, so an idle connection keeps
+    /// neither; the next header block takes a fresh buffer.
+    pub(crate) fn release_scratch(&mut self) {
+        if self.scratch.capacity() != 0 {
+            self.scratch = BytesMut::new();
+        }
+    }
+
     /// Queues a max size update.
     ///
     /// The next call to `encode` will include a dynamic size update frame.
