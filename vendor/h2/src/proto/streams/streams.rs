@@ -102,7 +102,10 @@ struct Actions {
     task: Option<Waker>,
 
     /// If the connection errors, a copy is kept for any StreamRefs.
-    conn_error: Option<proto::Error>,
+    ///
+    /// Gatehouse patch 119: boxed (40 bytes inline, set only once the
+    /// connection has failed); see `Store::ids`.
+    conn_error: Option<Box<proto::Error>>,
 }
 
 /// Contains the buffer of frames to be written to the wire.
@@ -794,7 +797,7 @@ impl Inner {
             })
         });
 
-        actions.conn_error = Some(err);
+        actions.conn_error = Some(Box::new(err));
 
         last_processed_id
     }
@@ -825,7 +828,7 @@ impl Inner {
             }
         });
 
-        actions.conn_error = Some(err);
+        actions.conn_error = Some(Box::new(err));
 
         Ok(())
     }
@@ -945,13 +948,13 @@ impl Inner {
         let send_buffer = &mut *send_buffer;
 
         if actions.conn_error.is_none() {
-            actions.conn_error = Some(
+            actions.conn_error = Some(Box::new(
                 io::Error::new(
                     io::ErrorKind::BrokenPipe,
                     "connection closed because of a broken pipe",
                 )
                 .into(),
-            );
+            ));
         }
 
         tracing::trace!("Streams::recv_eof");
@@ -1835,7 +1838,7 @@ impl Actions {
 
     fn ensure_no_conn_error(&self) -> Result<(), proto::Error> {
         if let Some(ref err) = self.conn_error {
-            Err(err.clone())
+            Err((**err).clone())
         } else {
             Ok(())
         }
