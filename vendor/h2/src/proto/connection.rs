@@ -40,7 +40,10 @@ where
     ///
     /// This exists separately from State in order to support
     /// graceful shutdown.
-    error: Option<frame::GoAway>,
+    ///
+    /// Gatehouse patch 120: boxed (40 bytes inline, set only once the peer
+    /// has sent GOAWAY).
+    error: Option<Box<frame::GoAway>>,
 
     /// Pending GOAWAY frames to write.
     go_away: GoAway,
@@ -71,7 +74,7 @@ struct DynConnection<'a, B: Buf = Bytes> {
 
     streams: DynStreams<'a, B>,
 
-    error: &'a mut Option<frame::GoAway>,
+    error: &'a mut Option<Box<frame::GoAway>>,
 
     ping_pong: &'a mut PingPong,
 }
@@ -593,7 +596,7 @@ where
                 // until they are all EOS. Once they are, State should
                 // transition to GoAway.
                 self.streams.recv_go_away(&frame)?;
-                *self.error = Some(frame);
+                *self.error = Some(Box::new(frame));
             }
             Some(Ping(frame)) => {
                 tracing::trace!(?frame, "recv PING");

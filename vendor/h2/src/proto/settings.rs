@@ -10,7 +10,12 @@ pub(crate) struct Settings {
     /// Received SETTINGS frame pending processing. The ACK must be written to
     /// the socket first then the settings applied **before** receiving any
     /// further frames.
-    remote: Option<frame::Settings>,
+    ///
+    /// Gatehouse patch 120: boxed, like `Local`'s frames. A SETTINGS frame
+    /// is held only until it is applied (the connection's first exchange,
+    /// then rarely), but inline it is 60 bytes of every connection for its
+    /// whole life; boxed, the two cost 16.
+    remote: Option<Box<frame::Settings>>,
     /// Whether the connection has received the initial SETTINGS frame from the
     /// remote peer.
     has_received_remote_initial_settings: bool,
@@ -19,10 +24,10 @@ pub(crate) struct Settings {
 #[derive(Debug)]
 enum Local {
     /// We want to send these SETTINGS to the remote when the socket is ready.
-    ToSend(frame::Settings),
+    ToSend(Box<frame::Settings>),
     /// We have sent these SETTINGS and are waiting for the remote to ACK
     /// before we apply them.
-    WaitingAck(frame::Settings),
+    WaitingAck(Box<frame::Settings>),
     /// Our local settings are in sync with the remote.
     Synced,
 }
@@ -32,7 +37,7 @@ impl Settings {
         Settings {
             // We assume the initial local SETTINGS were flushed during
             // the handshake process.
-            local: Local::WaitingAck(local),
+            local: Local::WaitingAck(Box::new(local)),
             remote: None,
             has_received_remote_initial_settings: false,
         }
@@ -82,7 +87,7 @@ impl Settings {
             // We always ACK before reading more frames, so `remote` should
             // always be none!
             assert!(self.remote.is_none());
-            self.remote = Some(frame);
+            self.remote = Some(Box::new(frame));
             Ok(())
         }
     }
@@ -93,7 +98,7 @@ impl Settings {
             Local::ToSend(..) | Local::WaitingAck(..) => Err(UserError::SendSettingsWhilePending),
             Local::Synced => {
                 tracing::trace!("queue to send local settings: {:?}", frame);
-                self.local = Local::ToSend(frame);
+                self.local = Local::ToSend(Box::new(frame));
                 Ok(())
             }
         }
@@ -154,7 +159,7 @@ impl Settings {
                 }
 
                 // Buffer the settings frame
-                dst.buffer(settings.clone().into())
+                dst.buffer((**settings).clone().into())
                     .expect("invalid settings frame");
                 tracing::trace!("local settings sent; waiting for ack: {:?}", settings);
 
