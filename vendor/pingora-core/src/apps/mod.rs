@@ -19,7 +19,7 @@ pub mod http_app;
 use crate::server::ShutdownWatch;
 use async_trait::async_trait;
 use bytes::BytesMut;
-use log::{debug, error};
+use log::debug;
 use std::any::Any;
 use std::future::Future;
 use std::pin::Pin;
@@ -269,7 +269,17 @@ pub trait HttpServerApp {
 }
 
 /// Gatehouse patch: the HTTP/2 branch of [`ServerApp::process_new`], boxed there.
-async fn process_h2<T>(this: &Arc<T>, stream: Stream, shutdown: &ShutdownWatch)
+/// The HTTP/2 connection: handshake, then the accept loop; `None` when it is
+/// over.
+///
+/// Gatehouse patch 121: a plain `fn` that prepares everything and returns
+/// the one future of `server::accept_downstream_sessions_after_handshake`;
+/// see there. The session-spawning closure owns its `app` and `shutdown`.
+fn process_h2<T>(
+    this: &Arc<T>,
+    stream: Stream,
+    shutdown: &ShutdownWatch,
+) -> impl Future<Output = Option<Stream>> + Send + 'static
 where
     T: HttpServerApp + Send + Sync + 'static,
 {
@@ -282,27 +292,16 @@ where
         socket_digest: stream.get_socket_digest(),
     });
 
-    let h2_options = this.h2_options();
-    let h2_conn = match server::handshake(stream, h2_options).await {
-        Err(e) => {
-            error!("H2 handshake error {e}");
-            return;
-        }
-        Ok(c) => c,
-    };
-
-    // The accept-loop body — including the graceful-shutdown state
-    // machine — lives in `server::accept_downstream_sessions` so that
-    // the same code path is exercised by tests in `protocols::http::v2`.
+    let handshake = Box::pin(server::handshake(stream, this.h2_options()));
     let app = this.clone();
     let shutdown_for_session = shutdown.clone();
     let h2_idle_timeout = this.server_options().and_then(|o| o.h2_idle_timeout);
-    server::accept_downstream_sessions(
-        h2_conn,
+    server::accept_downstream_sessions_after_handshake(
+        handshake,
         digest,
         shutdown.clone(),
         h2_idle_timeout,
-        |h2_stream, guard| {
+        move |h2_stream, guard| {
             let app = app.clone();
             let shutdown = shutdown_for_session.clone();
             pingora_runtime::current_handle().spawn(async move {
@@ -315,7 +314,6 @@ where
             });
         },
     )
-    .await;
 }
 
 /// The connection's HTTP, whichever version: the body of the blanket
@@ -423,10 +421,7 @@ where
         if stream.get_ssl_digest().is_some()
             && matches!(stream.selected_alpn_proto(), Some(ALPN::H2))
         {
-            return Box::pin(async move {
-                process_h2(self, stream, shutdown).await;
-                None
-            });
+            return Box::pin(process_h2(self, stream, shutdown));
         }
         Box::pin(process_new_any(self, stream, shutdown))
     }

@@ -22,7 +22,7 @@ use h2::{RecvStream, SendStream};
 use http::header::HeaderName;
 use http::uri::PathAndQuery;
 use http::{header, HeaderMap, Response, StatusCode};
-use log::{debug, warn};
+use log::{debug, error, warn};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_timeout::timeout;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -136,17 +136,59 @@ pub async fn handshake(io: Stream, options: Option<H2Options>) -> Result<H2Conne
 // in the future (once as the call's arguments, once as the body's locals:
 // rust-lang/rust#62958), so every HTTP/2 connection carried a second, dead
 // copy of its `H2Connection` for its whole life.
+#[cfg(test)]
 pub(crate) fn accept_downstream_sessions<F>(
-    mut conn: H2Connection<Stream>,
+    conn: H2Connection<Stream>,
     digest: Arc<Digest>,
-    mut shutdown: ShutdownWatch,
+    shutdown: ShutdownWatch,
     idle_timeout: Option<Duration>,
-    mut on_session: F,
+    on_session: F,
 ) -> impl Future<Output = ()>
 where
     F: FnMut(HttpSession, StreamGuard),
 {
+    let serve = accept_downstream_sessions_after_handshake(
+        std::future::ready(Ok(conn)),
+        digest,
+        shutdown,
+        idle_timeout,
+        on_session,
+    );
     async move {
+        serve.await;
+    }
+}
+
+/// [`accept_downstream_sessions`] with the HTTP/2 handshake first, in the same
+/// future: `None` when it is over (an HTTP/2 connection is never handed back).
+///
+/// Gatehouse patch 121: the server's HTTP/2 connection task is this one
+/// future. Before, `apps::process_h2` awaited the handshake and then this
+/// loop, and kept its own arguments, the stream's slot and the
+/// session-spawning closure's captures beside the loop's future (80 bytes);
+/// the future now fits a 1280-byte allocation instead of 1536. The handshake
+/// is given boxed, so its state (1160 bytes) is not part of the future and is
+/// freed once the connection is up.
+pub(crate) fn accept_downstream_sessions_after_handshake<H, F>(
+    handshake: H,
+    digest: Arc<Digest>,
+    mut shutdown: ShutdownWatch,
+    idle_timeout: Option<Duration>,
+    mut on_session: F,
+) -> impl Future<Output = Option<Stream>>
+where
+    H: Future<Output = Result<H2Connection<Stream>>>,
+    F: FnMut(HttpSession, StreamGuard),
+{
+    async move {
+        // Awaited by value: the handshake (boxed by the caller) is freed here.
+        let mut conn = match handshake.await {
+            Ok(conn) => conn,
+            Err(e) => {
+                error!("H2 handshake error {e}");
+                return None;
+            }
+        };
         let mut shutdown_initiated = false;
         // Per-connection budget for malformed streams (see MAX_MALFORMED_STREAMS_PER_CONN).
         let mut malformed_streams = 0usize;
@@ -183,7 +225,7 @@ where
                         // Idle with nothing in flight: drop `conn` to close the
                         // socket now (no graceful GOAWAY wait that could hang on
                         // a dead peer).
-                        return;
+                        return None;
                     }
                 }
             };
@@ -192,10 +234,10 @@ where
                     // It is common for the client to just disconnect TCP without
                     // properly closing H2. So we don't log the errors here
                     debug!("H2 error when accepting new stream {e}");
-                    return;
+                    return None;
                 }
                 // None means the connection is ready to be closed
-                Ok(None) => return,
+                Ok(None) => return None,
                 // The offending stream was already answered or reset; keep the
                 // connection alive and continue accepting sibling streams.
                 Ok(Some(H2Accept::Rejected)) => continue,
