@@ -19,8 +19,9 @@ pub(crate) fn open_connections() -> usize {
 }
 
 /// Counts one open client connection until dropped. Carried by the
-/// connection's stream ([`super::GuardedIo`]), so it counts the connection
-/// for exactly as long as its socket is open.
+/// connection's stream ([`super::GuardedIo`]): it counts the connection from
+/// the moment it reaches the application (after its TLS handshake, if any)
+/// until its socket is closed.
 pub(crate) struct OpenConnection(());
 
 impl OpenConnection {

@@ -213,19 +213,6 @@ impl<A: ServerApp + Send + Sync + 'static> Guarded<A> {
             _open: open,
         }))
     }
-
-    /// On a plain listener with `proxy_protocol = true`: the PROXY header is
-    /// read first. Its own future, boxed and gone once the header is read.
-    async fn read_proxy_header(&self, mut stream: Stream) -> Option<Stream> {
-        let snapshot = self.state.current();
-        match take_proxy_header(&snapshot, &mut *stream, false).await {
-            Ok(()) => Some(stream),
-            Err(e) => {
-                log::debug!("connection closed: {e}");
-                None
-            }
-        }
-    }
 }
 
 #[async_trait]
@@ -253,10 +240,19 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
         // (PreTls).
         let snapshot = self.state.current();
         if stream.get_ssl_digest().is_none() && expects_proxy_header(&snapshot, false) {
-            drop(snapshot);
             return Box::pin(async move {
-                let stream = Box::pin(self.read_proxy_header(stream)).await?;
-                let guarded = self.guard(stream, &self.state.current(), open)?;
+                let guarded = {
+                    let mut stream = stream;
+                    // Boxed: the read's state is gone once the header is read.
+                    let read = Box::pin(take_proxy_header(&snapshot, &mut *stream, false));
+                    if let Err(e) = read.await {
+                        log::debug!("connection closed: {e}");
+                        return None;
+                    }
+                    let guarded = self.guard(stream, &snapshot, open)?;
+                    drop(snapshot);
+                    guarded
+                };
                 self.app.process_new(guarded, shutdown).await
             });
         }

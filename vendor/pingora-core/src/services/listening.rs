@@ -38,6 +38,7 @@ use pingora_error::Result;
 use pingora_runtime::current_handle;
 use pingora_timeout::timeout;
 use std::fs::Permissions;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -201,20 +202,28 @@ impl<A: ServerApp + Send + Sync + 'static> Service<A> {
     }
 
     /// Gatehouse patch 113: an accepted connection's task: the handshake
-    /// (boxed, see [`handshake`]), then [`Self::handle_event`]'s loop, in one
-    /// future that holds each of its arguments once.
-    async fn handle_accepted(
+    /// (boxed, see [`handshake`]), then the loop of [`Self::handle_event`].
+    ///
+    /// A plain `fn` returning an `async move` block that uses its captures in
+    /// place: as an `async fn`, its arguments would be kept twice in the task
+    /// (rust-lang/rust#62958, see patch 100). For the same reason the loop is
+    /// written out here rather than calling `handle_event`, whose future would
+    /// hold a second copy of `app_logic` and `shutdown`.
+    fn handle_accepted(
         io: Box<UninitializedStream>,
         app_logic: Arc<A>,
         shutdown: ShutdownWatch,
-    ) {
-        let Some(event) = Box::pin(handshake(io)).await else {
-            return;
-        };
-        let mut reuse_event = app_logic.process_new(event, &shutdown).await;
-        while let Some(event) = reuse_event {
-            debug!("new reusable event!");
-            reuse_event = app_logic.process_new(event, &shutdown).await;
+    ) -> impl Future<Output = ()> + Send + 'static {
+        async move {
+            let Some(event) = Box::pin(handshake(io)).await else {
+                return;
+            };
+            debug!("new event!");
+            let mut reuse_event = app_logic.process_new(event, &shutdown).await;
+            while let Some(event) = reuse_event {
+                debug!("new reusable event!");
+                reuse_event = app_logic.process_new(event, &shutdown).await;
+            }
         }
     }
 

@@ -95,10 +95,37 @@ pub async fn handshake(io: Stream, options: Option<H2Options>) -> Result<H2Conne
     }
 }
 
-/// Drive a server-side HTTP/2 connection's accept loop, dispatching each new
-/// stream to `on_session` until the connection closes.
+/// The accept loop of [`accept_downstream_sessions_after_handshake`] on a
+/// connection already handshaken (pingora's own tests use it).
+#[cfg(test)]
+pub(crate) fn accept_downstream_sessions<F>(
+    conn: H2Connection<Stream>,
+    digest: Arc<Digest>,
+    shutdown: ShutdownWatch,
+    idle_timeout: Option<Duration>,
+    on_session: F,
+) -> impl Future<Output = ()>
+where
+    F: FnMut(HttpSession, StreamGuard),
+{
+    let serve = accept_downstream_sessions_after_handshake(
+        std::future::ready(Ok(conn)),
+        digest,
+        shutdown,
+        idle_timeout,
+        on_session,
+    );
+    async move {
+        serve.await;
+    }
+}
+
+/// Complete the HTTP/2 handshake, then drive the server-side connection's
+/// accept loop, dispatching each new stream to `on_session` until the
+/// connection closes. Always `None`: an HTTP/2 connection is never handed back.
 ///
-/// This loop ends when:
+/// This ends when:
+///   * the handshake fails (logged as `H2 handshake error`),
 ///   * the client closes the H2 connection cleanly ([`HttpSession::from_h2_conn`]
 ///     returns `Ok(None)` after the final GOAWAY is flushed),
 ///   * the codec hits a connection error, or
@@ -132,43 +159,18 @@ pub async fn handshake(io: Stream, options: Option<H2Options>) -> Result<H2Conne
 // misbehaving client can keep this task alive after GOAWAY.
 //
 // Gatehouse patch 100: a plain `fn` returning an `async move` block that uses
-// the captured `conn` in place. As an `async fn`, its arguments were kept twice
+// its captures in place. As an `async fn`, its arguments were kept twice
 // in the future (once as the call's arguments, once as the body's locals:
 // rust-lang/rust#62958), so every HTTP/2 connection carried a second, dead
 // copy of its `H2Connection` for its whole life.
-#[cfg(test)]
-pub(crate) fn accept_downstream_sessions<F>(
-    conn: H2Connection<Stream>,
-    digest: Arc<Digest>,
-    shutdown: ShutdownWatch,
-    idle_timeout: Option<Duration>,
-    on_session: F,
-) -> impl Future<Output = ()>
-where
-    F: FnMut(HttpSession, StreamGuard),
-{
-    let serve = accept_downstream_sessions_after_handshake(
-        std::future::ready(Ok(conn)),
-        digest,
-        shutdown,
-        idle_timeout,
-        on_session,
-    );
-    async move {
-        serve.await;
-    }
-}
-
-/// [`accept_downstream_sessions`] with the HTTP/2 handshake first, in the same
-/// future: `None` when it is over (an HTTP/2 connection is never handed back).
-///
-/// Gatehouse patch 121: the server's HTTP/2 connection task is this one
-/// future. Before, `apps::process_h2` awaited the handshake and then this
-/// loop, and kept its own arguments, the stream's slot and the
-/// session-spawning closure's captures beside the loop's future (80 bytes);
-/// the future now fits a 1280-byte allocation instead of 1536. The handshake
-/// is given boxed, so its state (1160 bytes) is not part of the future and is
-/// freed once the connection is up.
+//
+// Gatehouse patch 121: the handshake is awaited here, first (it was awaited
+// by `apps::process_h2`, an `async fn` that kept its own arguments, the
+// stream's slot and the session closure's captures beside this loop's future:
+// 80 bytes, which with patch 120 moved the future from a 1536-byte to a
+// 1280-byte allocation). The caller gives the handshake boxed: its state
+// (1160 bytes) is not part of this future and is freed once the connection is
+// up. The handshake error is now logged from this module.
 pub(crate) fn accept_downstream_sessions_after_handshake<H, F>(
     handshake: H,
     digest: Arc<Digest>,
@@ -249,7 +251,7 @@ where
     }
 }
 
-/// Tracks one in-flight downstream H2 session for [`accept_downstream_sessions`].
+/// Tracks one in-flight downstream H2 session for [`accept_downstream_sessions_after_handshake`].
 /// `on_session` receives it alongside each session; keep it alive for as long as
 /// the session is being processed (e.g. move it into the spawned task) so the
 /// accept loop's idle timeout can tell a busy connection from an idle one. It
