@@ -113,17 +113,15 @@ fn expects_proxy_header(snapshot: &Snapshot, tls: bool) -> bool {
     }
 }
 
-/// On a listener with `proxy_protocol = true`: refuses peers that are not
-/// trusted proxies, reads their PROXY header and makes its source the
-/// connection's client address.
-async fn take_proxy_header<S>(snapshot: &Snapshot, stream: &mut S, tls: bool) -> pingora::Result<()>
+/// For a listener with `proxy_protocol = true` (the caller checks,
+/// [`expects_proxy_header`]): refuses peers that are not trusted proxies,
+/// reads their PROXY header and makes its source the connection's client
+/// address.
+async fn take_proxy_header<S>(snapshot: &Snapshot, stream: &mut S) -> pingora::Result<()>
 where
     S: tokio::io::AsyncRead + GetSocketDigest + UniqueID + Unpin + ?Sized,
 {
     let config = &snapshot.config;
-    if !expects_proxy_header(snapshot, tls) {
-        return Ok(());
-    }
     let peer = peer_ip(stream);
     let trusted = &config.server.trusted_proxies;
     if !peer.is_some_and(|ip| trusted.iter().any(|net| net.contains(&ip))) {
@@ -151,7 +149,9 @@ impl PreTlsProcess for PreTls {
     async fn process(&self, stream: &mut L4Stream) -> pingora::Result<()> {
         // One config snapshot for the whole check (held only this long).
         let snapshot = self.state.current();
-        take_proxy_header(&snapshot, stream, true).await?;
+        if expects_proxy_header(&snapshot, true) {
+            take_proxy_header(&snapshot, stream).await?;
+        }
         let limits = Limits::of(&snapshot);
         drop(snapshot);
         let ip = peer_ip(&*stream);
@@ -244,7 +244,7 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
                 let guarded = {
                     let mut stream = stream;
                     // Boxed: the read's state is gone once the header is read.
-                    let read = Box::pin(take_proxy_header(&snapshot, &mut *stream, false));
+                    let read = Box::pin(take_proxy_header(&snapshot, &mut *stream));
                     if let Err(e) = read.await {
                         log::debug!("connection closed: {e}");
                         return None;
