@@ -39,7 +39,8 @@ use parking_lot::Mutex;
 use std::collections::VecDeque;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use crate::utils::coarse_time;
+use std::time::Duration;
 
 /// How often the [IdleSweeper] looks at the idle streams.
 pub(crate) const IDLE_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
@@ -50,14 +51,17 @@ pub(crate) struct IdleStream {
     /// The read timer of the stream's HTTP/1 sessions, kept with it so the
     /// next session does not register one again (patch 18's `ConnTimeout`).
     pub(crate) timer: ConnTimeout,
-    since: Instant,
+    /// When it was put back, on the coarse monotonic clock (Gatehouse patch: an
+    /// `Instant` cost a precise clock read at every check-in and checkout).
+    since: Duration,
     idle_timeout: Option<Duration>,
 }
 
 impl IdleStream {
-    pub(crate) fn expired(&self, now: Instant) -> bool {
+    /// Whether it has been idle for its idle timeout at `now` ([coarse_time::monotonic]).
+    pub(crate) fn expired(&self, now: Duration) -> bool {
         self.idle_timeout
-            .is_some_and(|t| now.saturating_duration_since(self.since) >= t)
+            .is_some_and(|t| now.saturating_sub(self.since) >= t)
     }
 }
 
@@ -116,7 +120,7 @@ impl IdlePool {
         let idle_stream = IdleStream {
             stream,
             timer,
-            since: Instant::now(),
+            since: coarse_time::monotonic(),
             idle_timeout,
         };
         let (evicted, start_sweeper) = {
@@ -163,7 +167,7 @@ impl IdlePool {
                 idle.len -= taken.len();
                 taken
             };
-            let now = Instant::now();
+            let now = coarse_time::monotonic();
             let mut kept: VecDeque<IdleStream> = taken
                 .into_iter()
                 .filter_map(|mut s| {

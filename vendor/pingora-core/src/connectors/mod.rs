@@ -275,7 +275,7 @@ impl TransportConnector {
                 debug!("No reusable connection found for {peer}");
                 return None;
             };
-            if idle.expired(Instant::now()) {
+            if idle.expired(crate::utils::coarse_time::monotonic()) {
                 debug!("pooled stream expired while idle");
                 continue;
             }

@@ -16,6 +16,7 @@
 //! certificates.
 
 #[cfg(feature = "any_tls")]
+pub mod coarse_time;
 pub mod tls;
 
 #[cfg(not(feature = "any_tls"))]

@@ -15,7 +15,7 @@
 use chrono::DateTime;
 use http::header::HeaderValue;
 use std::cell::RefCell;
-use std::time::{Duration, SystemTime};
+use crate::utils::coarse_time::realtime_secs;
 
 fn to_date_string(epoch_sec: i64) -> String {
     let dt = DateTime::from_timestamp(epoch_sec, 0).unwrap();
@@ -24,32 +24,29 @@ fn to_date_string(epoch_sec: i64) -> String {
 
 struct CacheableDate {
     h1_date: HeaderValue,
-    epoch: Duration,
+    epoch: u64,
 }
 
 impl CacheableDate {
     pub fn new() -> Self {
-        let d = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap();
+        let epoch = realtime_secs();
         CacheableDate {
-            h1_date: HeaderValue::from_str(&to_date_string(d.as_secs() as i64)).unwrap(),
-            epoch: d,
+            h1_date: HeaderValue::from_str(&to_date_string(epoch as i64)).unwrap(),
+            epoch,
         }
     }
 
-    pub fn update(&mut self, d_now: Duration) {
-        if d_now.as_secs() != self.epoch.as_secs() {
-            self.epoch = d_now;
-            self.h1_date = HeaderValue::from_str(&to_date_string(d_now.as_secs() as i64)).unwrap();
+    pub fn update(&mut self, now: u64) {
+        if now != self.epoch {
+            self.epoch = now;
+            self.h1_date = HeaderValue::from_str(&to_date_string(now as i64)).unwrap();
         }
     }
 
+    // Gatehouse patch: the coarse realtime clock (a second's resolution is all the
+    // header has), where `SystemTime::now()` was read for every response.
     pub fn get_date(&mut self) -> HeaderValue {
-        let d = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap();
-        self.update(d);
+        self.update(realtime_secs());
         self.h1_date.clone()
     }
 }
