@@ -686,10 +686,13 @@ async fn raw_backend(
 /// both to the server and to the client, every name is written in
 /// Title-Case (vendor patch 14; HTTP field names are case-insensitive), or
 /// the customary spelling of a few well-known names (`X-Real-IP`, `ETag`).
+/// Names of every kind of length are written (vendor patch 123: under 4
+/// bytes, 4 to 7, 8 and over with a tail). The server's `Date` is replaced
+/// with the time of the answer (patch 122 reads it from the coarse clock).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn header_names_go_out_in_title_case_on_http1() {
     let (addr, mut heads) = raw_backend(
-        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\netag: \"e\"\r\nx-lower-name: 1\r\nX-SHOUTED-NAME: 2\r\nX-Mixed-CASE: 3\r\n\r\nok",
+        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\netag: \"e\"\r\nx-lower-name: 1\r\nX-SHOUTED-NAME: 2\r\nX-Mixed-CASE: 3\r\nage: 4\r\nserver: raw\r\nx-a-b-c-d-e: 5\r\nx-abcdefgh: 6\r\ndate: Thu, 01 Jan 1970 00:00:00 GMT\r\n\r\nok",
     )
     .await;
     let gh = start_api(&[addr.to_string()], "").await;
@@ -707,6 +710,10 @@ async fn header_names_go_out_in_title_case_on_http1() {
         "\r\nX-Lower-Name: 1\r\n",
         "\r\nX-Shouted-Name: 2\r\n",
         "\r\nX-Mixed-Case: 3\r\n",
+        "\r\nAge: 4\r\n",
+        "\r\nServer: raw\r\n",
+        "\r\nX-A-B-C-D-E: 5\r\n",
+        "\r\nX-Abcdefgh: 6\r\n",
         "\r\nX-Request-Id: ",
     ] {
         assert!(
@@ -714,6 +721,19 @@ async fn header_names_go_out_in_title_case_on_http1() {
             "{line:?} to the client: {head}"
         );
     }
+    let date = head
+        .split("\r\n")
+        .find_map(|l| l.strip_prefix("Date: "))
+        .unwrap_or_else(|| panic!("a Date field: {head}"));
+    let date = httpdate::parse_http_date(date).expect("an HTTP date");
+    let now = std::time::SystemTime::now();
+    let skew = now
+        .duration_since(date)
+        .unwrap_or_else(|e| e.duration());
+    assert!(
+        skew < Duration::from_secs(5),
+        "Date {date:?} is {skew:?} from now: {head}"
+    );
 
     // The request head the server got (health checks use /health; the
     // request is the one for /case).
