@@ -28,7 +28,7 @@ use http::header::{AsHeaderName, HeaderName, HeaderValue};
 use http::request::Parts as ReqParts;
 use http::response::Parts as RespParts;
 use http::uri::Uri;
-use pingora_error::{ErrorType::*, OrErr, Result};
+use pingora_error::{ErrorType::*, OkOrErr, OrErr, Result};
 use std::borrow::Cow;
 use std::ops::Deref;
 
@@ -71,6 +71,9 @@ pub struct RequestHeader {
     send_end_stream: bool,
     // Gatehouse patch: the framing fields known not to be in `base.headers`.
     absent: FramingFields,
+    // Gatehouse patch: fields written on the HTTP/1 wire after the map's (see
+    // [RequestHeader::set_h1_extra_fields]).
+    h1_extra: bytes::Bytes,
 }
 
 /// How a request-target is stored, and how [`RequestHeader::raw_path`] recovers it.
@@ -140,6 +143,7 @@ impl RequestHeader {
             send_end_stream: true,
             // An empty map has none of them.
             absent: FramingFields::ALL,
+            h1_extra: bytes::Bytes::new(),
         }
     }
 
@@ -256,9 +260,53 @@ impl RequestHeader {
 
     /// Write the header to the `buf` in HTTP/1.1 wire format.
     ///
-    /// Gatehouse patch: names are written in Title-Case (`x-api-key` as `X-Api-Key`).
+    /// Gatehouse patch: names are written in Title-Case (`x-api-key` as `X-Api-Key`), and
+    /// the [extra fields](Self::set_h1_extra_fields) follow those of the map.
     pub fn header_to_h1_wire(&self, buf: &mut impl BufMut) {
-        header_to_h1_wire(&self.base.headers, buf)
+        header_to_h1_wire(&self.base.headers, buf);
+        buf.put_slice(&self.h1_extra);
+    }
+
+    /// Gatehouse patch: header fields that go on the HTTP/1 wire after those of the map,
+    /// already in wire form: `Name: value\r\n` lines, each name a valid field name and each
+    /// value a valid field value. That is the caller's contract: nothing here checks them,
+    /// and a line break inside one would split the head. They replace any set before.
+    ///
+    /// For a proxy adding fields the client's head does not have: written once here,
+    /// they cost no map insert each (a hash of the name, a probe, room in the map) and no
+    /// Title-Casing on the way out. They are not in [`Self::headers`], so lookups and
+    /// removals do not see them. An HTTP/2 request folds them into its map before it is
+    /// sent ([Self::fold_h1_extra_fields()]); the conversions into [ReqParts] drop them.
+    pub fn set_h1_extra_fields(&mut self, fields: bytes::Bytes) {
+        debug_assert!(fields.is_empty() || fields.ends_with(b"\r\n"));
+        self.h1_extra = fields;
+    }
+
+    /// Gatehouse patch: the [extra fields](Self::set_h1_extra_fields), as set.
+    pub fn h1_extra_fields(&self) -> &[u8] {
+        &self.h1_extra
+    }
+
+    /// Gatehouse patch: moves the [extra fields](Self::set_h1_extra_fields) into the map
+    /// (appended), for a protocol that sends only the map.
+    pub fn fold_h1_extra_fields(&mut self) -> Result<()> {
+        let fields = std::mem::take(&mut self.h1_extra);
+        for line in fields.split(|&b| b == b'\n') {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if line.is_empty() {
+                continue;
+            }
+            let colon = line
+                .iter()
+                .position(|&b| b == b':')
+                .or_err(InvalidHTTPHeader, "an extra field without a colon")?;
+            let name = HeaderName::from_bytes(&line[..colon])
+                .or_err(InvalidHTTPHeader, "an invalid extra field name")?;
+            let value = HeaderValue::from_bytes(line[colon + 1..].trim_ascii())
+                .or_err(InvalidHTTPHeader, "an invalid extra field value")?;
+            self.append_header(name, value)?;
+        }
+        Ok(())
     }
 
     /// Return mutable access to the request extensions.
@@ -384,6 +432,7 @@ impl Clone for RequestHeader {
             raw_target: self.raw_target.clone(),
             send_end_stream: self.send_end_stream,
             absent: self.absent,
+            h1_extra: self.h1_extra.clone(),
         }
     }
 }
@@ -401,6 +450,7 @@ impl From<ReqParts> for RequestHeader {
             send_end_stream: true,
             // Nothing is known about a map given from outside.
             absent: FramingFields::NONE,
+            h1_extra: bytes::Bytes::new(),
         }
     }
 }
@@ -1023,6 +1073,39 @@ fn header_to_h1_wire(value_map: &HMap, buf: &mut impl BufMut) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn h1_extra_fields_follow_the_map_and_fold_into_it() {
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        req.insert_header("host", "h.test").unwrap();
+        req.set_h1_extra_fields(bytes::Bytes::from_static(
+            b"X-Real-IP: 10.0.0.1\r\nX-Forwarded-Proto: https\r\n",
+        ));
+        let mut wire = Vec::new();
+        req.header_to_h1_wire(&mut wire);
+        assert_eq!(
+            wire,
+            b"Host: h.test\r\nX-Real-IP: 10.0.0.1\r\nX-Forwarded-Proto: https\r\n"
+        );
+        assert!(req.headers.get("x-real-ip").is_none());
+        // A clone keeps them.
+        let mut clone = req.clone();
+        assert_eq!(clone.h1_extra_fields(), req.h1_extra_fields());
+        clone.fold_h1_extra_fields().unwrap();
+        assert!(clone.h1_extra_fields().is_empty());
+        assert_eq!(clone.headers["x-real-ip"], "10.0.0.1");
+        assert_eq!(clone.headers["x-forwarded-proto"], "https");
+        let mut wire = Vec::new();
+        clone.header_to_h1_wire(&mut wire);
+        assert_eq!(
+            wire,
+            b"Host: h.test\r\nX-Real-IP: 10.0.0.1\r\nX-Forwarded-Proto: https\r\n"
+        );
+        // A line that is not a field is an error, not a lost field.
+        let mut bad = RequestHeader::build("GET", b"/", None).unwrap();
+        bad.set_h1_extra_fields(bytes::Bytes::from_static(b"no colon\r\n"));
+        assert!(bad.fold_h1_extra_fields().is_err());
+    }
 
     #[test]
     fn header_map_upper_bound() {

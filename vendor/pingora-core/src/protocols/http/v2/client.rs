@@ -134,6 +134,10 @@ impl Http2Session {
             // cannot send again, TODO: warn
             return Ok(());
         }
+        // Gatehouse patch: fields added for the HTTP/1 wire only go into the map.
+        if !req.h1_extra_fields().is_empty() {
+            req.fold_h1_extra_fields()?;
+        }
         Self::sanitize_request_header(&mut req)?;
         let parts = req.as_owned_parts();
         let request = http::Request::from_parts(parts, ());
