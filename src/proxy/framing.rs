@@ -117,28 +117,54 @@ pub(crate) enum RawLines {
     },
 }
 
-/// Which of the request fields Gatehouse reads itself (`X-Request-Id`,
-/// `X-Forwarded-For`) the client may have sent: a field without a line in
-/// the raw HTTP/1 head is not in the parsed one, so it is not looked up
-/// (a lookup hashes the custom name: ~150 instructions each, issue 13).
+/// Which of the request fields Gatehouse reads or replaces itself
+/// (`X-Request-Id` and the forwarding fields) the client may have sent: a
+/// field without a line in the raw HTTP/1 head is not in the parsed one, so
+/// it is not looked up or removed (each hashes the custom name: ~150
+/// instructions, issue 13).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Sent(u8);
+pub struct Sent(u8);
 
 impl Sent {
     /// Nothing known (HTTP/2, or a pass stopped by a bare LF): look up.
-    pub(crate) const UNKNOWN: Sent = Sent(Self::REQUEST_ID | Self::FORWARDED_FOR);
-    const NONE: Sent = Sent(0);
+    pub const UNKNOWN: Sent = Sent(
+        Self::REQUEST_ID
+            | Self::FORWARDED_FOR
+            | Self::REAL_IP
+            | Self::FORWARDED_PROTO
+            | Self::FORWARDED_HOST,
+    );
+    /// None of them sent.
+    pub const NONE: Sent = Sent(0);
     const REQUEST_ID: u8 = 1;
     const FORWARDED_FOR: u8 = 2;
+    const REAL_IP: u8 = 4;
+    const FORWARDED_PROTO: u8 = 8;
+    const FORWARDED_HOST: u8 = 16;
 
     /// Whether the client may have sent `X-Request-Id`.
-    pub(crate) fn request_id(self) -> bool {
+    pub fn request_id(self) -> bool {
         self.0 & Self::REQUEST_ID != 0
     }
 
     /// Whether the client may have sent `X-Forwarded-For`.
-    pub(crate) fn forwarded_for(self) -> bool {
+    pub fn forwarded_for(self) -> bool {
         self.0 & Self::FORWARDED_FOR != 0
+    }
+
+    /// Whether the client may have sent `X-Real-IP`.
+    pub fn real_ip(self) -> bool {
+        self.0 & Self::REAL_IP != 0
+    }
+
+    /// Whether the client may have sent `X-Forwarded-Proto`.
+    pub fn forwarded_proto(self) -> bool {
+        self.0 & Self::FORWARDED_PROTO != 0
+    }
+
+    /// Whether the client may have sent `X-Forwarded-Host`.
+    pub fn forwarded_host(self) -> bool {
+        self.0 & Self::FORWARDED_HOST != 0
     }
 }
 
@@ -183,11 +209,16 @@ pub(crate) fn raw_lines(raw: &[u8]) -> RawLines {
             Some(b'c' | b'C') => length |= names_at(line_start, b"content-length"),
             Some(b't' | b'T') => coding |= names_at(line_start, b"transfer-encoding"),
             Some(b'x' | b'X') => {
-                if names_at(line_start, b"x-request-id") {
-                    sent.0 |= Sent::REQUEST_ID;
-                } else if names_at(line_start, b"x-forwarded-for") {
-                    sent.0 |= Sent::FORWARDED_FOR;
-                }
+                sent.0 |= [
+                    (b"x-request-id".as_slice(), Sent::REQUEST_ID),
+                    (b"x-forwarded-for", Sent::FORWARDED_FOR),
+                    (b"x-real-ip", Sent::REAL_IP),
+                    (b"x-forwarded-proto", Sent::FORWARDED_PROTO),
+                    (b"x-forwarded-host", Sent::FORWARDED_HOST),
+                ]
+                .into_iter()
+                .find(|(name, _)| names_at(line_start, name))
+                .map_or(0, |(_, bit)| bit);
             }
             _ => {}
         }
@@ -290,16 +321,25 @@ mod tests {
 
     #[test]
     fn the_pass_records_which_fields_gatehouse_reads_were_sent() {
-        let none = raw_lines(b"GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-Host: b\r\n\r\n").sent();
-        assert!(!none.request_id() && !none.forwarded_for());
+        let none = raw_lines(b"GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-Hosts: b\r\n\r\n").sent();
+        assert_eq!(none, Sent::NONE);
         let both =
             raw_lines(b"GET / HTTP/1.1\r\nx-request-id: 1\r\nX-FORWARDED-FOR: 10.0.0.1\r\n\r\n")
                 .sent();
         assert!(both.request_id() && both.forwarded_for());
+        assert!(!both.real_ip() && !both.forwarded_proto() && !both.forwarded_host());
+        let rest = raw_lines(
+            b"GET / HTTP/1.1\r\nX-Real-Ip: 1\r\nx-forwarded-PROTO: http\r\nX-Forwarded-Host: h\r\n\r\n",
+        )
+        .sent();
+        assert!(rest.real_ip() && rest.forwarded_proto() && rest.forwarded_host());
+        assert!(!rest.request_id() && !rest.forwarded_for());
         // A name that only starts like one of them is not it.
-        let lookalike =
-            raw_lines(b"GET / HTTP/1.1\r\nX-Request-Ids: 1\r\nX-Forwarded-For-X: 2\r\n\r\n").sent();
-        assert!(!lookalike.request_id() && !lookalike.forwarded_for());
+        let lookalike = raw_lines(
+            b"GET / HTTP/1.1\r\nX-Request-Ids: 1\r\nX-Forwarded-For-X: 2\r\nX-Real-IPs: 3\r\n\r\n",
+        )
+        .sent();
+        assert_eq!(lookalike, Sent::NONE);
         // A bare LF stops the pass: nothing is known.
         let lf = raw_lines(b"GET / HTTP/1.1\nX-Request-Id: 1\r\n\r\n").sent();
         assert_eq!(lf, Sent::UNKNOWN);

@@ -3,10 +3,12 @@
 
 use std::net::IpAddr;
 
+use bytes::{BufMut, BytesMut};
 use http::header::{HeaderName, HeaderValue};
 use ipnet::IpNet;
 use pingora::http::{RequestHeader, ResponseHeader};
 
+pub use super::framing::Sent;
 use crate::config::Config;
 
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -96,12 +98,13 @@ pub fn request_host_value(req: &RequestHeader) -> Option<HeaderValue> {
 
 /// Sets the forwarding headers on the request sent upstream.
 ///
-/// Names are given as constant `HeaderName`s, which Pingora's header maps
-/// take without parsing (vendor patch 12; they go out in Title-Case, patch
-/// 14); values are static, shared with the client's head, or (the
-/// addresses) written once: `X-Real-IP` and `X-Forwarded-For` share one
-/// value when they are the same. `sent_xff` false says that the client sent
-/// no `X-Forwarded-For` (known from its raw head): it is not looked up.
+/// They go on the HTTP/1 wire after the client's fields, written once into
+/// one buffer (vendor patch 124, `set_h1_extra_fields`) instead of five
+/// inserts into the header map, each hashing its name (issue 13). The
+/// client's own copies are removed first, looked up only when its raw head
+/// may have them (`sent`). Values are static, shared with the client's head
+/// or written here: an address by hand, the previous `X-Forwarded-For` list
+/// (the client's first such field) before the peer.
 pub fn set_forwarding(
     req: &mut RequestHeader,
     client: Option<IpAddr>,
@@ -109,96 +112,88 @@ pub fn set_forwarding(
     tls: bool,
     host: Option<HeaderValue>,
     request_id: &HeaderValue,
-    sent_xff: bool,
-) -> pingora::Result<()> {
-    let mut real_ip = None;
-    if let Some(ip) = client {
-        let v = address_value(ip);
-        real_ip = Some((ip, v.clone()));
-        req.insert_header(X_REAL_IP, v)?;
+    sent: Sent,
+) {
+    if sent.real_ip() {
+        req.remove_header(&X_REAL_IP);
     }
-    if let Some(peer) = peer {
-        let prev = match sent_xff {
-            true => req.headers.get(&X_FORWARDED_FOR),
-            false => None,
-        }
+    let prev = match sent.forwarded_for() {
+        true => req.remove_header(&X_FORWARDED_FOR),
+        false => None,
+    };
+    if sent.forwarded_proto() {
+        req.remove_header(&X_FORWARDED_PROTO);
+    }
+    if sent.forwarded_host() {
+        req.remove_header(&X_FORWARDED_HOST);
+    }
+    if sent.request_id() {
+        req.remove_header(&X_REQUEST_ID);
+    }
+    let prev = prev
+        .as_ref()
         .map(|v| v.as_bytes())
         .filter(|v| !v.is_empty());
-        let value = match (prev, real_ip) {
-            (None, Some((ip, v))) if ip == peer => v,
-            _ => ip_value(peer, prev),
-        };
-        req.insert_header(X_FORWARDED_FOR, value)?;
+    let host = host.as_ref().map(|h| h.as_bytes());
+    // Names, separators and two addresses of at most 39 bytes fit in 256.
+    let mut fields = BytesMut::with_capacity(
+        256 + prev.map_or(0, <[u8]>::len) + host.map_or(0, <[u8]>::len) + request_id.len(),
+    );
+    if let Some(ip) = client {
+        fields.put_slice(b"X-Real-IP: ");
+        put_ip(&mut fields, ip);
+        fields.put_slice(b"\r\n");
     }
-    let proto = if tls { "https" } else { "http" };
-    req.insert_header(X_FORWARDED_PROTO, HeaderValue::from_static(proto))?;
-    match host {
-        Some(h) => req.insert_header(X_FORWARDED_HOST, h)?,
-        None => {
-            req.remove_header(&X_FORWARDED_HOST);
+    if let Some(peer) = peer {
+        fields.put_slice(b"X-Forwarded-For: ");
+        if let Some(prev) = prev {
+            fields.put_slice(prev);
+            fields.put_slice(b", ");
         }
+        put_ip(&mut fields, peer);
+        fields.put_slice(b"\r\n");
     }
-    req.insert_header(X_REQUEST_ID, request_id.clone())?;
-    Ok(())
-}
-
-thread_local! {
-    /// The last address written by [address_value] on this thread, with its
-    /// value (its bytes shared, so a clone is a reference count).
-    static LAST_ADDRESS: std::cell::RefCell<Option<(IpAddr, HeaderValue)>> =
-        const { std::cell::RefCell::new(None) };
-}
-
-/// `ip` as a header value, written once per address in a row on a thread: a
-/// keep-alive connection's requests (and one client's connections) share the
-/// bytes instead of each formatting and allocating them again (issue 13).
-fn address_value(ip: IpAddr) -> HeaderValue {
-    LAST_ADDRESS.with(|last| {
-        let mut last = last.borrow_mut();
-        match &*last {
-            Some((cached, value)) if *cached == ip => value.clone(),
-            _ => {
-                let value = ip_value(ip, None);
-                // The first clone makes the bytes shared: later ones only count.
-                *last = Some((ip, value.clone()));
-                value
-            }
-        }
-    })
-}
-
-/// `ip` as a header value, after `prev, ` when there is a previous list.
-fn ip_value(ip: IpAddr, prev: Option<&[u8]>) -> HeaderValue {
-    let mut buf = Vec::with_capacity(prev.map_or(0, |p| p.len() + 2) + 39);
-    if let Some(prev) = prev {
-        buf.extend_from_slice(prev);
-        buf.extend_from_slice(b", ");
+    fields.put_slice(match tls {
+        true => b"X-Forwarded-Proto: https\r\n".as_slice(),
+        false => b"X-Forwarded-Proto: http\r\n",
+    });
+    if let Some(host) = host {
+        fields.put_slice(b"X-Forwarded-Host: ");
+        fields.put_slice(host);
+        fields.put_slice(b"\r\n");
     }
+    fields.put_slice(b"X-Request-Id: ");
+    fields.put_slice(request_id.as_bytes());
+    fields.put_slice(b"\r\n");
+    // Every value is a valid field value: an address, a value of the
+    // client's head (no CR, LF or NUL after parsing) or the checked id.
+    req.set_h1_extra_fields(fields.freeze());
+}
+
+/// `ip` in its text form.
+fn put_ip(buf: &mut BytesMut, ip: IpAddr) {
     match ip {
         // Dotted decimal by hand: `fmt` costs more than the rest of the header.
         IpAddr::V4(v4) => {
             for (i, octet) in v4.octets().into_iter().enumerate() {
                 if i > 0 {
-                    buf.push(b'.');
+                    buf.put_u8(b'.');
                 }
                 if octet >= 100 {
-                    buf.push(b'0' + octet / 100);
+                    buf.put_u8(b'0' + octet / 100);
                 }
                 if octet >= 10 {
-                    buf.push(b'0' + octet / 10 % 10);
+                    buf.put_u8(b'0' + octet / 10 % 10);
                 }
-                buf.push(b'0' + octet % 10);
+                buf.put_u8(b'0' + octet % 10);
             }
         }
         IpAddr::V6(_) => {
-            use std::io::Write;
-            // Writing to a Vec cannot fail.
+            use std::fmt::Write;
+            // Writing to a BytesMut cannot fail.
             let _ = write!(buf, "{ip}");
         }
     }
-    // An IP address (after a list that was a valid value) is always a valid value.
-    HeaderValue::from_maybe_shared(bytes::Bytes::from(buf))
-        .unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
 /// Adds `[headers]`, HSTS (HTTPS only) and the request id to a response,
@@ -247,18 +242,14 @@ mod tests {
         assert_ne!(request_id(None), request_id(None));
     }
 
-    #[test]
-    fn address_values_are_reused_only_for_the_same_address() {
-        let a: IpAddr = "192.0.2.7".parse().unwrap();
-        let b: IpAddr = "::1".parse().unwrap();
-        assert_eq!(address_value(a), "192.0.2.7");
-        assert_eq!(address_value(a), "192.0.2.7");
-        assert_eq!(address_value(b), "::1");
-        assert_eq!(address_value(a), "192.0.2.7");
+    fn wire(req: &RequestHeader) -> String {
+        let mut buf = Vec::new();
+        req.header_to_h1_wire(&mut buf);
+        String::from_utf8(buf).unwrap()
     }
 
     #[test]
-    fn ip_values_match_display() {
+    fn addresses_are_written_as_displayed() {
         for ip in [
             "0.0.0.0",
             "9.10.99.100",
@@ -268,33 +259,68 @@ mod tests {
             "2001:db8::7",
         ] {
             let ip: IpAddr = ip.parse().unwrap();
-            assert_eq!(ip_value(ip, None), ip.to_string().as_str());
-            assert_eq!(
-                ip_value(ip, Some(b"192.0.2.1")),
-                format!("192.0.2.1, {ip}").as_str()
-            );
+            let mut buf = BytesMut::new();
+            put_ip(&mut buf, ip);
+            assert_eq!(&buf[..], ip.to_string().as_bytes());
         }
     }
 
     #[test]
-    fn forwarding_headers_share_the_address_only_when_equal() {
+    fn forwarding_fields_replace_the_clients_and_follow_its_fields() {
         let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        req.insert_header("Host", "example.com").unwrap();
         req.insert_header("X-Forwarded-For", "203.0.113.9").unwrap();
+        req.append_header("X-Forwarded-For", "198.51.100.1")
+            .unwrap();
+        req.insert_header("X-Real-IP", "1.1.1.1").unwrap();
+        req.insert_header("X-Forwarded-Proto", "gopher").unwrap();
+        req.insert_header("X-Forwarded-Host", "evil.test").unwrap();
+        req.insert_header("X-Request-Id", "old").unwrap();
         let peer: IpAddr = "10.1.1.1".parse().unwrap();
         let client: IpAddr = "203.0.113.9".parse().unwrap();
         let id = HeaderValue::from_static("abc");
-        set_forwarding(&mut req, Some(client), Some(peer), false, None, &id, true).unwrap();
-        assert_eq!(req.headers[&X_REAL_IP], "203.0.113.9");
-        assert_eq!(req.headers[&X_FORWARDED_FOR], "203.0.113.9, 10.1.1.1");
-        assert!(req.headers.get(&X_FORWARDED_HOST).is_none());
+        set_forwarding(
+            &mut req,
+            Some(client),
+            Some(peer),
+            false,
+            None,
+            &id,
+            Sent::UNKNOWN,
+        );
+        // The client's copies are gone from the map; the new ones follow Host.
+        assert_eq!(req.headers.len(), 1);
+        assert_eq!(
+            wire(&req),
+            "Host: example.com\r\nX-Real-IP: 203.0.113.9\r\n\
+             X-Forwarded-For: 203.0.113.9, 10.1.1.1\r\nX-Forwarded-Proto: http\r\n\
+             X-Request-Id: abc\r\n"
+        );
+
         let mut req = RequestHeader::build("GET", b"/", None).unwrap();
         let host = Some(HeaderValue::from_static("example.com"));
-        set_forwarding(&mut req, Some(peer), Some(peer), true, host, &id, false).unwrap();
-        assert_eq!(req.headers[&X_REAL_IP], "10.1.1.1");
-        assert_eq!(req.headers[&X_FORWARDED_FOR], "10.1.1.1");
-        assert_eq!(req.headers[&X_FORWARDED_PROTO], "https");
-        assert_eq!(req.headers[&X_FORWARDED_HOST], "example.com");
-        assert_eq!(req.headers[&X_REQUEST_ID], "abc");
+        let v6: IpAddr = "2001:db8::7".parse().unwrap();
+        set_forwarding(
+            &mut req,
+            Some(v6),
+            Some(peer),
+            true,
+            host,
+            &id,
+            Sent::UNKNOWN,
+        );
+        assert_eq!(
+            wire(&req),
+            "X-Real-IP: 2001:db8::7\r\nX-Forwarded-For: 10.1.1.1\r\n\
+             X-Forwarded-Proto: https\r\nX-Forwarded-Host: example.com\r\n\
+             X-Request-Id: abc\r\n"
+        );
+        // Set again (a retry builds the request anew from the client's): replaced.
+        set_forwarding(&mut req, None, None, false, None, &id, Sent::UNKNOWN);
+        assert_eq!(
+            wire(&req),
+            "X-Forwarded-Proto: http\r\nX-Request-Id: abc\r\n"
+        );
     }
 
     #[test]

@@ -330,8 +330,9 @@ impl ProxyHttp for Gatehouse {
             ctx.tls,
             host,
             &ctx.request_id,
-            ctx.sent.forwarded_for(),
-        )
+            ctx.sent,
+        );
+        Ok(())
     }
 
     async fn upstream_response_filter(

@@ -618,7 +618,7 @@ async fn each_hop_by_hop_field_alone_is_not_forwarded() {
 async fn client_forwarding_fields_are_found_in_any_spelling() {
     let b = Backend::named("b").await;
     let gh = start_api(&[b.addr_str()], "").await;
-    let req = "GET /api/spell HTTP/1.1\r\nHost: h.test\r\nx-FORWARDED-for: 203.0.113.7\r\nX-REQUEST-ID: abc-123\r\nX-Kept: yes\r\n\r\n";
+    let req = "GET /api/spell HTTP/1.1\r\nHost: h.test\r\nx-FORWARDED-for: 203.0.113.7\r\nX-REQUEST-ID: abc-123\r\nX-Kept: yes\r\nx-real-IP: 192.0.2.66\r\nX-Forwarded-PROTO: gopher\r\nx-forwarded-host: evil.test\r\n\r\n";
     let resp = common::raw::request(gh.http_addr(), req.as_bytes())
         .await
         .unwrap();
@@ -632,6 +632,15 @@ async fn client_forwarding_fields_are_found_in_any_spelling() {
     assert_eq!(seen.header_all("x-forwarded-for").len(), 1);
     assert_eq!(seen.header("x-request-id"), Some("abc-123"));
     assert_eq!(seen.header("x-kept"), Some("yes"));
+    // The client's forwarding fields are replaced, never passed beside ours.
+    for (name, value) in [
+        ("x-real-ip", "127.0.0.1"),
+        ("x-forwarded-proto", "http"),
+        ("x-forwarded-host", "h.test"),
+        ("x-request-id", "abc-123"),
+    ] {
+        assert_eq!(seen.header_all(name), vec![value], "{name}");
+    }
 
     let req = "GET /api/nominated HTTP/1.1\r\nHost: h.test\r\nConnection: X-Secret\r\nX-Secret: 1\r\nX-Kept: yes\r\n\r\n";
     let resp = common::raw::request(gh.http_addr(), req.as_bytes())
@@ -727,9 +736,7 @@ async fn header_names_go_out_in_title_case_on_http1() {
         .unwrap_or_else(|| panic!("a Date field: {head}"));
     let date = httpdate::parse_http_date(date).expect("an HTTP date");
     let now = std::time::SystemTime::now();
-    let skew = now
-        .duration_since(date)
-        .unwrap_or_else(|e| e.duration());
+    let skew = now.duration_since(date).unwrap_or_else(|e| e.duration());
     assert!(
         skew < Duration::from_secs(5),
         "Date {date:?} is {skew:?} from now: {head}"
