@@ -506,7 +506,9 @@ impl<W: AsyncWrite + Unpin> LazyBufWriter<W> {
 
     fn append(&mut self, data: &[u8]) {
         if self.buf.capacity() == 0 {
-            self.buf.reserve_exact(self.capacity);
+            // Gatehouse patch: allocated as it is (`reserve_exact` on an empty
+            // vector went through its growth path first).
+            self.buf = Vec::with_capacity(self.capacity);
         }
         self.buf.extend_from_slice(data);
     }

@@ -437,7 +437,13 @@ impl HttpSession {
                 .saturating_sub(self.response_header_read_buf.len())
                 < INIT_HEADER_BUF_SIZE
             {
-                self.response_header_read_buf.reserve(INIT_HEADER_BUF_SIZE);
+                if self.response_header_read_buf.capacity() == 0 {
+                    // Gatehouse patch: allocated as it is (`reserve` on an empty
+                    // buffer went through its growth path first).
+                    self.response_header_read_buf = BytesMut::with_capacity(INIT_HEADER_BUF_SIZE);
+                } else {
+                    self.response_header_read_buf.reserve(INIT_HEADER_BUF_SIZE);
+                }
             }
 
             let read_fut = self

@@ -232,7 +232,9 @@ impl HttpSession {
                 // its next request holds no buffer.
                 if buf.capacity() == 0 {
                     std::future::poll_fn(|cx| stream.poll_read_ready(cx)).await?;
-                    buf.reserve(INIT_HEADER_BUF_SIZE);
+                    // Gatehouse patch: allocated as it is (`reserve` on an empty
+                    // buffer went through its growth path first).
+                    *buf = BytesMut::with_capacity(INIT_HEADER_BUF_SIZE);
                 }
                 stream.read_buf(buf).await
             };
@@ -1648,7 +1650,13 @@ impl HttpSession {
             return;
         };
         if !d.is_empty() && !self.body_writer.finished() {
-            self.body_write_buf.put_slice(&d);
+            if self.body_write_buf.capacity() == 0 {
+                // Gatehouse patch: a copy of the first data, allocated as it is
+                // (`put_slice` into the empty buffer went through its growth path).
+                self.body_write_buf = BytesMut::from(&d[..]);
+            } else {
+                self.body_write_buf.put_slice(&d);
+            }
         }
     }
 
