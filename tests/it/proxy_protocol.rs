@@ -150,8 +150,19 @@ async fn v1_from_curl_and_by_hand_is_understood() {
     assert!(body.contains("api"), "{body}");
     assert_eq!(real_ip_of_last(&api).as_deref(), Some("127.0.0.1"));
 
+    // Two requests on the connection: the second is served by a new session
+    // on the kept stream, with the connection's digest carried over (vendor
+    // patch 126), and still has the address of the PROXY header.
     let mut s = TcpStream::connect(gh.http_addr()).await.unwrap();
-    s.write_all(b"PROXY TCP4 203.0.113.9 127.0.0.1 5555 80\r\nGET /api/v1 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+    let first = common::raw::exchange(
+        &mut s,
+        b"PROXY TCP4 203.0.113.9 127.0.0.1 5555 80\r\nGET /api/v1 HTTP/1.1\r\nHost: a\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    assert_eq!(first.status, 200, "{}", first.body_text());
+    assert_eq!(real_ip_of_last(&api).as_deref(), Some("203.0.113.9"));
+    s.write_all(b"GET /api/v1 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
         .await
         .unwrap();
     let mut out = Vec::new();

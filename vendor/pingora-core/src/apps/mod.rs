@@ -122,6 +122,8 @@ pub struct HttpPersistentSettings {
     pipelining_enabled: bool,
     /// Gatehouse patch: the connection's head read timer (see `ConnTimeout`).
     head_read_timer: ConnTimeout,
+    /// Gatehouse patch: the connection's digest, for the next session.
+    digest: Option<Box<Digest>>,
 }
 
 impl HttpPersistentSettings {
@@ -133,6 +135,7 @@ impl HttpPersistentSettings {
             pipelined_prefix: None,
             pipelining_enabled: session.pipelining_enabled(),
             head_read_timer: ConnTimeout::default(),
+            digest: None,
         }
     }
 
@@ -162,6 +165,8 @@ impl HttpPersistentSettings {
             pipelined_prefix,
             pipelining_enabled,
             head_read_timer,
+            // Used when the session was built (`take_digest`).
+            digest: _,
         } = self;
 
         session.set_head_read_timer(head_read_timer);
@@ -211,6 +216,7 @@ impl ReusedHttpStream {
     ) -> Self {
         let mut reusable = reusable;
         persistent_settings.head_read_timer = reusable.take_head_read_timer();
+        persistent_settings.digest = reusable.take_digest();
         let (stream, pipelined_prefix) = reusable.into_parts();
         if let Some(prefix) = pipelined_prefix {
             persistent_settings.set_pipelined_prefix(prefix);
@@ -386,7 +392,9 @@ where
             // before the await, so this future keeps no slot for it while
             // the connection waits for its next request.
             let request = {
-                let mut session = ServerSession::new_http1(stream);
+                let mut persistent_settings = persistent_settings;
+                let digest = persistent_settings.as_mut().and_then(|p| p.digest.take());
+                let mut session = ServerSession::new_http1_with_digest(stream, digest);
                 if let Some(persistent_settings) = persistent_settings {
                     persistent_settings.apply_to_session(&mut session);
                 }

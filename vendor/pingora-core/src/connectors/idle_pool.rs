@@ -31,7 +31,7 @@
 //! recently returned stream: the one least likely to have been closed by the
 //! server's own keep-alive timeout.
 
-use super::test_reusable_stream;
+use super::{test_reusable_stream, Kept};
 use crate::protocols::conn_timeout::ConnTimeout;
 use crate::protocols::Stream;
 use ahash::HashMap;
@@ -48,9 +48,10 @@ pub(crate) const IDLE_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 /// An idle stream in the pool.
 pub(crate) struct IdleStream {
     pub(crate) stream: Stream,
-    /// The read timer of the stream's HTTP/1 sessions, kept with it so the
-    /// next session does not register one again (patch 18's `ConnTimeout`).
-    pub(crate) timer: ConnTimeout,
+    /// What the stream's HTTP/1 sessions keep with it: the read timer, so the
+    /// next session does not register one again (patch 18's `ConnTimeout`),
+    /// and the connection's digest (patch 126).
+    pub(crate) kept: Kept,
     /// When it was put back, on the coarse monotonic clock (Gatehouse patch: an
     /// `Instant` cost a precise clock read at every check-in and checkout).
     since: Duration,
@@ -111,7 +112,7 @@ impl IdlePool {
         &self,
         key: u64,
         stream: Stream,
-        timer: ConnTimeout,
+        kept: Kept,
         idle_timeout: Option<Duration>,
     ) -> bool {
         if self.size == 0 {
@@ -119,7 +120,7 @@ impl IdlePool {
         }
         let idle_stream = IdleStream {
             stream,
-            timer,
+            kept,
             since: coarse_time::monotonic(),
             idle_timeout,
         };
@@ -173,7 +174,7 @@ impl IdlePool {
                 .filter_map(|mut s| {
                     // An armed timer holds the waker of the task that used the
                     // stream last: not kept past a sweep.
-                    s.timer = ConnTimeout::default();
+                    s.kept.timer = ConnTimeout::default();
                     (!s.expired(now)
                         && test_reusable_stream(&mut s.stream, unexpected_data_conn_count))
                     .then_some(s)

@@ -25,7 +25,7 @@ use crate::tls::connectors as tls;
 
 use crate::protocols::conn_timeout::ConnTimeout;
 use crate::protocols::l4::ext::attach_connect_local_addr;
-use crate::protocols::{GetSocketDigest, Stream};
+use crate::protocols::{Digest, GetSocketDigest, Stream};
 use crate::server::configuration::ServerConf;
 use crate::upstreams::peer::{Peer, ALPN};
 
@@ -43,6 +43,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tls::TlsConnector;
+
+/// Gatehouse patch: what an HTTP/1 client session leaves with its stream in the
+/// keep-alive pool for the next session on it: the response-head read timer
+/// (patch 18) and the connection's digest (patch 126: it describes the
+/// connection, and building it took two allocations and reference counts for
+/// every request).
+#[derive(Default)]
+pub(crate) struct Kept {
+    pub(crate) timer: ConnTimeout,
+    pub(crate) digest: Option<Box<Digest>>,
+}
 
 #[derive(Clone, Debug)]
 pub(crate) struct IdleConnection {
@@ -267,7 +278,7 @@ impl TransportConnector {
         &self,
         peer: &P,
         key: u64,
-    ) -> Option<(Stream, ConnTimeout)> {
+    ) -> Option<(Stream, Kept)> {
         // Gatehouse patch: the newest idle stream of the peer that is neither
         // expired nor closed; the ones that are get closed and the next is tried.
         loop {
@@ -279,7 +290,7 @@ impl TransportConnector {
                 debug!("pooled stream expired while idle");
                 continue;
             }
-            let (mut stream, timer) = (idle.stream, idle.timer);
+            let (mut stream, timer) = (idle.stream, idle.kept);
             // test_reusable_stream: we assume server would never actively send data
             // first on an idle stream.
             #[cfg(unix)]
@@ -319,15 +330,15 @@ impl TransportConnector {
         key: u64, // usually peer.reuse_hash()
         idle_timeout: Option<Duration>,
     ) {
-        self.release_stream_and_timer(stream, ConnTimeout::default(), key, idle_timeout)
+        self.release_stream_and_timer(stream, Kept::default(), key, idle_timeout)
     }
 
-    /// Gatehouse patch: [Self::release_stream] with the read timer of the
-    /// stream's session, handed out again with the stream.
+    /// Gatehouse patch: [Self::release_stream] with what the stream's session
+    /// keeps (its read timer and digest), handed out again with the stream.
     pub(crate) fn release_stream_and_timer(
         &self,
         stream: Stream,
-        timer: ConnTimeout,
+        kept: Kept,
         key: u64,
         idle_timeout: Option<Duration>,
     ) {
@@ -336,7 +347,7 @@ impl TransportConnector {
         // and no read on the socket here: the checkout tests it (and the sweeper
         // within a second), so a connection the server closes at any time
         // after its answer is never reused either way.
-        if self.connection_pool.put(key, stream, timer, idle_timeout) {
+        if self.connection_pool.put(key, stream, kept, idle_timeout) {
             IdleSweeper::start(
                 self.connection_pool.clone(),
                 self.unexpected_data_conn_count.clone(),
@@ -364,12 +375,12 @@ impl TransportConnector {
         &self,
         peer: &P,
         key: u64,
-    ) -> Result<(Stream, ConnTimeout, bool)> {
-        if let Some((s, timer)) = self.reused_stream_and_timer(peer, key).await {
-            Ok((s, timer, true))
+    ) -> Result<(Stream, Kept, bool)> {
+        if let Some((s, kept)) = self.reused_stream_and_timer(peer, key).await {
+            Ok((s, kept, true))
         } else {
             let s = self.new_stream(peer).await?;
-            Ok((s, ConnTimeout::default(), false))
+            Ok((s, Kept::default(), false))
         }
     }
 

@@ -12,8 +12,7 @@
 // See the License for the specific language governing permissions and
 // limitations under the License.
 
-use crate::connectors::{ConnectorOptions, TransportConnector};
-use crate::protocols::conn_timeout::ConnTimeout;
+use crate::connectors::{ConnectorOptions, Kept, TransportConnector};
 use crate::protocols::http::v1::client::HttpSession;
 use crate::protocols::Stream;
 use crate::upstreams::peer::Peer;
@@ -28,10 +27,10 @@ pub struct Connector {
 }
 
 /// Gatehouse patch 95: the stream of an HTTP/1.x client session, pooled or
-/// new, with its response-head read timer.
+/// new, with its response-head read timer and (pooled) digest.
 pub struct H1Stream {
     stream: Stream,
-    timer: ConnTimeout,
+    kept: Kept,
     reused: bool,
 }
 
@@ -44,8 +43,8 @@ impl H1Stream {
     /// The client session over this stream, with `peer`'s options.
     #[inline]
     pub fn into_session<P: Peer>(self, peer: &P) -> HttpSession {
-        let mut http = HttpSession::new_with_options(self.stream, peer);
-        http.set_head_read_timer(self.timer);
+        let mut http = HttpSession::new_with_options_and_digest(self.stream, peer, self.kept.digest);
+        http.set_head_read_timer(self.kept.timer);
         http
     }
 }
@@ -85,13 +84,13 @@ impl Connector {
         reuse_hash: u64,
     ) -> Result<H1Stream> {
         // Gatehouse patch: the read timer comes back with a pooled stream.
-        let (stream, timer, reused) = self
+        let (stream, kept, reused) = self
             .transport
             .get_stream_and_timer(peer, reuse_hash)
             .await?;
         Ok(H1Stream {
             stream,
-            timer,
+            kept,
             reused,
         })
     }
@@ -111,12 +110,12 @@ impl Connector {
         peer: &P,
         reuse_hash: u64,
     ) -> Option<HttpSession> {
-        let (stream, timer) = self
+        let (stream, kept) = self
             .transport
             .reused_stream_and_timer(peer, reuse_hash)
             .await?;
-        let mut http = HttpSession::new_with_options(stream, peer);
-        http.set_head_read_timer(timer);
+        let mut http = HttpSession::new_with_options_and_digest(stream, peer, kept.digest);
+        http.set_head_read_timer(kept.timer);
         Some(http)
     }
 
@@ -142,8 +141,12 @@ impl Connector {
         // Gatehouse patch: the read timer goes back to the pool with the stream.
         let timer = session.take_head_read_timer();
         if let Some(stream) = session.reuse().await {
+            let kept = Kept {
+                timer,
+                digest: None,
+            };
             self.transport
-                .release_stream_and_timer(stream, timer, reuse_hash, idle_timeout);
+                .release_stream_and_timer(stream, kept, reuse_hash, idle_timeout);
         }
     }
 
@@ -159,11 +162,10 @@ impl Connector {
         idle_timeout: Option<Duration>,
     ) -> Option<HttpSession> {
         session.respect_keepalive();
-        let timer = session.take_head_read_timer();
-        match session.into_reusable_stream() {
-            Ok(stream) => {
+        match session.into_reusable_parts() {
+            Ok((stream, kept)) => {
                 self.transport
-                    .release_stream_and_timer(stream, timer, reuse_hash, idle_timeout);
+                    .release_stream_and_timer(stream, kept, reuse_hash, idle_timeout);
                 None
             }
             Err(session) => Some(session),

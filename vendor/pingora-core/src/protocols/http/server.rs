@@ -38,6 +38,8 @@ pub struct ReusableHttpStream {
     pipelined_prefix: Option<BytesMut>,
     /// Gatehouse patch: the connection's head read timer, for the next session.
     head_read_timer: ConnTimeout,
+    /// Gatehouse patch: the connection's digest, for the next session.
+    digest: Option<Box<Digest>>,
 }
 
 impl ReusableHttpStream {
@@ -46,7 +48,19 @@ impl ReusableHttpStream {
             stream,
             pipelined_prefix,
             head_read_timer: ConnTimeout::default(),
+            digest: None,
         }
+    }
+
+    /// Gatehouse patch: carries the connection's digest.
+    pub(crate) fn with_digest(mut self, digest: Box<Digest>) -> Self {
+        self.digest = Some(digest);
+        self
+    }
+
+    /// Gatehouse patch: takes the connection's digest.
+    pub(crate) fn take_digest(&mut self) -> Option<Box<Digest>> {
+        self.digest.take()
     }
 
     /// Gatehouse patch: carries the connection's head read timer.
@@ -79,6 +93,12 @@ impl Session {
     /// Create a new [`Session`] from an established connection for HTTP/1.x
     pub fn new_http1(stream: Stream) -> Self {
         Self::H1(SessionV1::new(stream))
+    }
+
+    /// Gatehouse patch: [Self::new_http1] with the digest of the connection's previous
+    /// session (see `v1::server::HttpSession::new_with_digest`).
+    pub fn new_http1_with_digest(stream: Stream, digest: Option<Box<Digest>>) -> Self {
+        Self::H1(SessionV1::new_with_digest(stream, digest))
     }
 
     /// Create a new [`Session`] from an established HTTP/2 stream

@@ -83,12 +83,21 @@ pub struct HttpSession {
 impl HttpSession {
     /// Create a new http client session from an established (TCP or TLS) [`Stream`].
     pub fn new(stream: Stream) -> Self {
-        // TODO: maybe we should put digest in the connection itself
-        let digest = Box::new(Digest {
-            ssl_digest: stream.get_ssl_digest(),
-            timing_digest: stream.get_timing_digest(),
-            proxy_digest: stream.get_proxy_digest(),
-            socket_digest: stream.get_socket_digest(),
+        Self::new_with_digest(stream, None)
+    }
+
+    /// Gatehouse patch: [Self::new] with the digest the stream's previous session
+    /// left with it in the keep-alive pool, when there was one: the digest
+    /// describes the connection, so its requests share one instead of each
+    /// building it again (two allocations and the reference counts).
+    pub(crate) fn new_with_digest(stream: Stream, digest: Option<Box<Digest>>) -> Self {
+        let digest = digest.unwrap_or_else(|| {
+            Box::new(Digest {
+                ssl_digest: stream.get_ssl_digest(),
+                timing_digest: stream.get_timing_digest(),
+                proxy_digest: stream.get_proxy_digest(),
+                socket_digest: stream.get_socket_digest(),
+            })
         });
         HttpSession {
             underlying_stream: stream,
@@ -117,7 +126,17 @@ impl HttpSession {
 
     /// Create a new http client session and apply peer options
     pub fn new_with_options<P: crate::upstreams::peer::Peer>(stream: Stream, peer: &P) -> Self {
-        let mut session = Self::new(stream);
+        Self::new_with_options_and_digest(stream, peer, None)
+    }
+
+    /// Gatehouse patch: [Self::new_with_options] with a pooled digest (see
+    /// [Self::new_with_digest]).
+    pub(crate) fn new_with_options_and_digest<P: crate::upstreams::peer::Peer>(
+        stream: Stream,
+        peer: &P,
+        digest: Option<Box<Digest>>,
+    ) -> Self {
+        let mut session = Self::new_with_digest(stream, digest);
         if let Some(options) = peer.get_peer_options() {
             session.set_allow_h1_response_invalid_content_length(
                 options.allow_h1_response_invalid_content_length,
@@ -789,6 +808,26 @@ impl HttpSession {
 
     /// Gatehouse patch 94: [Self::reuse] with no future: the stream when the
     /// connection can be kept, else the session back, to be shut down.
+    /// Gatehouse patch: [Self::into_reusable_stream] with what the stream keeps in the
+    /// keep-alive pool for its next session: the read timer and the digest.
+    pub(crate) fn into_reusable_parts(
+        mut self,
+    ) -> std::result::Result<(Stream, crate::connectors::Kept), Self> {
+        if !self.body_reader.body_complete() || self.body_reader.has_bytes_overread() {
+            self.set_keepalive(None);
+        }
+        match self.keepalive_timeout {
+            KeepaliveStatus::Off => Err(self),
+            _ => {
+                let kept = crate::connectors::Kept {
+                    timer: std::mem::take(&mut self.head_read_timer),
+                    digest: Some(self.digest),
+                };
+                Ok((self.underlying_stream, kept))
+            }
+        }
+    }
+
     pub fn into_reusable_stream(mut self) -> std::result::Result<Stream, Self> {
         if !self.body_reader.body_complete() || self.body_reader.has_bytes_overread() {
             self.set_keepalive(None);

@@ -174,12 +174,21 @@ impl HttpSession {
     /// The created session needs to call [`Self::read_request()`] first before performing
     /// any other operations.
     pub fn new(underlying_stream: Stream) -> Self {
-        // TODO: maybe we should put digest in the connection itself
-        let digest = Box::new(Digest {
-            ssl_digest: underlying_stream.get_ssl_digest(),
-            timing_digest: underlying_stream.get_timing_digest(),
-            proxy_digest: underlying_stream.get_proxy_digest(),
-            socket_digest: underlying_stream.get_socket_digest(),
+        Self::new_with_digest(underlying_stream, None)
+    }
+
+    /// Gatehouse patch: [Self::new] with the digest of the stream's previous session,
+    /// when there was one ([ReusableHttpStream] carries it): the digest describes the
+    /// connection, so a keep-alive connection's requests share one instead of each
+    /// building it again (two allocations and the reference counts, every request).
+    pub fn new_with_digest(underlying_stream: Stream, digest: Option<Box<Digest>>) -> Self {
+        let digest = digest.unwrap_or_else(|| {
+            Box::new(Digest {
+                ssl_digest: underlying_stream.get_ssl_digest(),
+                timing_digest: underlying_stream.get_timing_digest(),
+                proxy_digest: underlying_stream.get_proxy_digest(),
+                socket_digest: underlying_stream.get_socket_digest(),
+            })
         });
 
         HttpSession {
@@ -1570,7 +1579,8 @@ impl HttpSession {
                     .filter(|prefix| !prefix.is_empty());
                 Ok(Some(
                     ReusableHttpStream::new(self.underlying_stream, pipelined_prefix)
-                        .with_head_read_timer(self.head_read_timer),
+                        .with_head_read_timer(self.head_read_timer)
+                        .with_digest(self.digest),
                 ))
             }
         }
