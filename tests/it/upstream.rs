@@ -696,12 +696,13 @@ async fn raw_backend(
 /// Title-Case (vendor patch 14; HTTP field names are case-insensitive), or
 /// the customary spelling of a few well-known names (`X-Real-IP`, `ETag`).
 /// Names of every kind of length are written (vendor patch 123: under 4
-/// bytes, 4 to 7, 8 and over with a tail). The server's `Date` is replaced
-/// with the time of the answer (patch 122 reads it from the coarse clock).
+/// bytes, 4 to 7, 8 and over with a tail). The server's `Date` and
+/// `Connection` are replaced: the time of the answer (patch 122 reads it from
+/// the coarse clock) and what Gatehouse does with the connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn header_names_go_out_in_title_case_on_http1() {
     let (addr, mut heads) = raw_backend(
-        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\netag: \"e\"\r\nx-lower-name: 1\r\nX-SHOUTED-NAME: 2\r\nX-Mixed-CASE: 3\r\nage: 4\r\nserver: raw\r\nx-a-b-c-d-e: 5\r\nx-abcdefgh: 6\r\ndate: Thu, 01 Jan 1970 00:00:00 GMT\r\n\r\nok",
+        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\netag: \"e\"\r\nx-lower-name: 1\r\nX-SHOUTED-NAME: 2\r\nX-Mixed-CASE: 3\r\nage: 4\r\nserver: raw\r\nx-a-b-c-d-e: 5\r\nx-abcdefgh: 6\r\ndate: Thu, 01 Jan 1970 00:00:00 GMT\r\nconnection: keep-alive\r\n\r\nok",
     )
     .await;
     let gh = start_api(&[addr.to_string()], "").await;
@@ -730,10 +731,17 @@ async fn header_names_go_out_in_title_case_on_http1() {
             "{line:?} to the client: {head}"
         );
     }
-    let date = head
-        .split("\r\n")
-        .find_map(|l| l.strip_prefix("Date: "))
-        .unwrap_or_else(|| panic!("a Date field: {head}"));
+    // One `Date` and one `Connection`, Gatehouse's (vendor patch 127 writes
+    // them after the other fields): the client asked to close.
+    let lines = |prefix: &str| {
+        head.split("\r\n")
+            .filter_map(|l| l.strip_prefix(prefix))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(lines("Connection: "), vec!["close"], "{head}");
+    let dates = lines("Date: ");
+    assert_eq!(dates.len(), 1, "{head}");
+    let date = dates[0];
     let date = httpdate::parse_http_date(date).expect("an HTTP date");
     let now = std::time::SystemTime::now();
     let skew = now.duration_since(date).unwrap_or_else(|e| e.duration());

@@ -944,18 +944,23 @@ impl HttpSession {
         }
 
         // no need to add these headers to 1xx responses
+        // Gatehouse patch: `Date` and `Connection` are written on the wire after the
+        // map's fields (`http_resp_header_to_buf`) instead of being inserted into it:
+        // the map's own are removed (a `Connection` only when one was added). Two
+        // inserts, with their probes and Title-Casing on the way out, were most of
+        // the cost. The head kept as `response_written` no longer has them.
+        let mut own_fields = None;
         if !header.status.is_informational() && self.update_resp_headers {
-            /* update headers */
-            header.insert_header(header::DATE, date::get_cached_date())?;
-
-            // Gatehouse patch: static values (a `&str` was copied into a new
-            // allocation on every response).
-            let connection_value = if self.will_keepalive() {
-                HeaderValue::from_static("keep-alive")
+            header.remove_header(&header::DATE);
+            if !header.lacks(FramingField::Connection) {
+                header.remove_header(&header::CONNECTION);
+            }
+            let connection: &'static [u8] = if self.will_keepalive() {
+                b"Connection: keep-alive\r\n"
             } else {
-                HeaderValue::from_static("close")
+                b"Connection: close\r\n"
             };
-            header.insert_header(header::CONNECTION, connection_value)?;
+            own_fields = Some((date::get_cached_date(), connection));
         }
 
         if header.status == 101 {
@@ -1012,7 +1017,7 @@ impl HttpSession {
 
         // Serialize header to bytes
         let mut write_buf = BytesMut::with_capacity(INIT_HEADER_BUF_SIZE);
-        http_resp_header_to_buf(header, &mut write_buf)
+        http_resp_header_to_buf(header, own_fields, &mut write_buf)
             .map_err(|_| Error::explain(WriteError, "serializing response header"))?;
 
         // Determine if we should flush
@@ -1973,6 +1978,7 @@ fn parse_req_buffer<'h, 'buf>(
 #[inline]
 fn http_resp_header_to_buf(
     resp: &ResponseHeader,
+    own_fields: Option<(HeaderValue, &'static [u8])>,
     buf: &mut BytesMut,
 ) -> std::result::Result<(), ()> {
     // Status-Line
@@ -1997,6 +2003,13 @@ fn http_resp_header_to_buf(
     // headers
     // TODO: style: make sure Server and Date headers are the first two
     resp.header_to_h1_wire(buf);
+    // Gatehouse patch: the server's `Date` and `Connection` (see `prepare_response_header`).
+    if let Some((date, connection)) = own_fields {
+        buf.put_slice(b"Date: ");
+        buf.put_slice(date.as_bytes());
+        buf.put_slice(CRLF);
+        buf.put_slice(connection);
+    }
 
     buf.put_slice(CRLF);
     Ok(())
@@ -3484,7 +3497,7 @@ mod test_sync {
         let mut new_response = ResponseHeader::build(StatusCode::OK, None).unwrap();
         new_response.append_header("Foo", "Bar").unwrap();
         let mut wire = BytesMut::with_capacity(INIT_HEADER_BUF_SIZE);
-        http_resp_header_to_buf(&new_response, &mut wire).unwrap();
+        http_resp_header_to_buf(&new_response, None, &mut wire).unwrap();
         debug!("{}", str::from_utf8(wire.as_ref()).unwrap());
         let mut headers = [httparse::EMPTY_HEADER; 128];
         let mut resp = httparse::Response::new(&mut headers);
