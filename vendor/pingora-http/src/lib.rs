@@ -457,6 +457,8 @@ impl From<ReqParts> for RequestHeader {
 
 impl From<RequestHeader> for ReqParts {
     fn from(resp: RequestHeader) -> ReqParts {
+        // Gatehouse patch: extra HTTP/1 fields are folded into the map before this.
+        debug_assert!(resp.h1_extra.is_empty(), "extra HTTP/1 fields dropped");
         resp.base
     }
 }

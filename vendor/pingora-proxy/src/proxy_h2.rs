@@ -245,6 +245,13 @@ where
             }
         }
 
+        // Gatehouse patch: fields added for the HTTP/1 wire only (pingora-http
+        // `set_h1_extra_fields`) go into the map: the conversion below drops them.
+        if !req.h1_extra_fields().is_empty() {
+            if let Err(e) = req.fold_h1_extra_fields() {
+                return (false, Some(e.into_up()));
+            }
+        }
         let req: http::request::Parts = req.into();
 
         debug!("Request to h2: {req:?}");

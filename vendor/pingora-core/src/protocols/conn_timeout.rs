@@ -29,7 +29,8 @@
 //! to be armed for an earlier deadline: when that earlier one passes, a sleep
 //! for the read's deadline replaces it. So a busy connection registers a timer
 //! about once per timeout period instead of once per read, and a read still
-//! fails at its own deadline.
+//! fails at its own deadline (taken from the coarse clock since Gatehouse
+//! patch 122: never early, at most two clock ticks late).
 
 use crate::utils::coarse_time;
 use pingora_timeout::Elapsed;
@@ -72,10 +73,10 @@ impl ConnTimeout {
             if let Poll::Ready(v) = future.as_mut().poll(cx) {
                 return Poll::Ready(Ok(v));
             }
-            // Gatehouse patch: the coarse clock (within a tick, 1-4 ms) for a
-            // deadline of a read timeout, where the precise one cost a clock read
-            // for every request that waited for its answer.
-            let deadline = *deadline.get_or_insert_with(|| coarse_time::instant() + duration);
+            // Gatehouse patch: the coarse clock for a read timeout's deadline (never
+            // early, at most two ticks of 1-10 ms late), where the precise one cost
+            // a clock read for every request that waited for its answer.
+            let deadline = *deadline.get_or_insert_with(|| coarse_time::deadline(duration));
             self.poll_deadline(deadline, cx).map(Err)
         })
         .await

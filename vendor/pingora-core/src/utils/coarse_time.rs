@@ -69,6 +69,34 @@ pub fn instant() -> Instant {
     BASE.with(|(at, coarse)| *at + monotonic().saturating_sub(*coarse))
 }
 
+/// The coarse clocks' tick: how far [instant] may be from `Instant::now()` either
+/// way (10 ms where the system does not say).
+pub fn tick() -> Duration {
+    static TICK: std::sync::LazyLock<Duration> = std::sync::LazyLock::new(|| {
+        #[cfg(target_os = "linux")]
+        {
+            let mut ts = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
+            // SAFETY: `ts` is a valid, writable timespec for the duration of the call.
+            if unsafe { libc::clock_getres(libc::CLOCK_MONOTONIC_COARSE, &mut ts) } == 0 {
+                if let (Ok(s), Ok(ns)) = (u64::try_from(ts.tv_sec), u32::try_from(ts.tv_nsec)) {
+                    return Duration::new(s, ns);
+                }
+            }
+        }
+        Duration::from_millis(10)
+    });
+    *TICK
+}
+
+/// A deadline `after` from now that is never earlier than `Instant::now() + after`
+/// (and at most two ticks later): [instant] plus a tick.
+pub fn deadline(after: Duration) -> Instant {
+    instant() + tick() + after
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -90,6 +118,9 @@ mod tests {
             .unwrap()
             .as_secs();
         assert!(realtime_secs().abs_diff(wall) <= 1);
+        assert!(tick() > Duration::ZERO && tick() <= Duration::from_millis(10));
+        let before = Instant::now() + Duration::from_millis(50);
+        assert!(deadline(Duration::from_millis(50)) >= before);
         let a = monotonic();
         std::thread::sleep(Duration::from_millis(30));
         assert!(monotonic() - a >= Duration::from_millis(10));

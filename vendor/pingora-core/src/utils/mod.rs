@@ -15,8 +15,8 @@
 //! This module contains various types that make it easier to work with bytes and X509
 //! certificates.
 
-#[cfg(feature = "any_tls")]
 pub mod coarse_time;
+#[cfg(feature = "any_tls")]
 pub mod tls;
 
 #[cfg(not(feature = "any_tls"))]

@@ -806,10 +806,8 @@ impl HttpSession {
         }
     }
 
-    /// Gatehouse patch 94: [Self::reuse] with no future: the stream when the
-    /// connection can be kept, else the session back, to be shut down.
-    /// Gatehouse patch: [Self::into_reusable_stream] with what the stream keeps in the
-    /// keep-alive pool for its next session: the read timer and the digest.
+    /// Gatehouse patch 126: [Self::into_reusable_stream] with what the stream keeps
+    /// in the keep-alive pool for its next session: the read timer and the digest.
     pub(crate) fn into_reusable_parts(
         mut self,
     ) -> std::result::Result<(Stream, crate::connectors::Kept), Self> {
@@ -828,6 +826,8 @@ impl HttpSession {
         }
     }
 
+    /// Gatehouse patch 94: [Self::reuse] with no future: the stream when the
+    /// connection can be kept, else the session back, to be shut down.
     pub fn into_reusable_stream(mut self) -> std::result::Result<Stream, Self> {
         if !self.body_reader.body_complete() || self.body_reader.has_bytes_overread() {
             self.set_keepalive(None);

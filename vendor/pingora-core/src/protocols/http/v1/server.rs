@@ -949,18 +949,13 @@ impl HttpSession {
         // the map's own are removed (a `Connection` only when one was added). Two
         // inserts, with their probes and Title-Casing on the way out, were most of
         // the cost. The head kept as `response_written` no longer has them.
-        let mut own_fields = None;
+        let mut own_date = None;
         if !header.status.is_informational() && self.update_resp_headers {
             header.remove_header(&header::DATE);
             if !header.lacks(FramingField::Connection) {
                 header.remove_header(&header::CONNECTION);
             }
-            let connection: &'static [u8] = if self.will_keepalive() {
-                b"Connection: keep-alive\r\n"
-            } else {
-                b"Connection: close\r\n"
-            };
-            own_fields = Some((date::get_cached_date(), connection));
+            own_date = Some(date::get_cached_date());
         }
 
         if header.status == 101 {
@@ -1017,6 +1012,17 @@ impl HttpSession {
 
         // Serialize header to bytes
         let mut write_buf = BytesMut::with_capacity(INIT_HEADER_BUF_SIZE);
+        // Gatehouse patch: `Connection` says what happens to the connection after
+        // every decision above (a close-delimited body closes it; the value was
+        // chosen before that check and could say keep-alive).
+        let own_fields = own_date.map(|date| {
+            let connection: &'static [u8] = if self.will_keepalive() {
+                b"Connection: keep-alive\r\n"
+            } else {
+                b"Connection: close\r\n"
+            };
+            (date, connection)
+        });
         http_resp_header_to_buf(header, own_fields, &mut write_buf)
             .map_err(|_| Error::explain(WriteError, "serializing response header"))?;
 
