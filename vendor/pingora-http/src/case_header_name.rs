@@ -149,15 +149,9 @@ pub(crate) fn title_case_into(out: &mut [u8], name: &[u8]) -> usize {
     }
     let n = name.len();
     if n >= 8 {
-        let mut carry = 0x80;
-        let mut at = 0;
-        while at + 8 <= n {
-            let (upper, next) = title_case_word(word_at(name, at), carry);
-            out[at..at + 8].copy_from_slice(&upper.to_le_bytes());
-            carry = next;
-            at += 8;
-        }
-        if at < n {
+        let whole = n - n % 8;
+        title_case_words(&mut out[..whole], &name[..whole], true);
+        if whole < n {
             let last = n - 8;
             let carry = if name[last - 1] == b'-' { 0x80 } else { 0 };
             let (upper, _) = title_case_word(word_at(name, last), carry);
@@ -197,9 +191,7 @@ fn title_case_words(out: &mut [u8], name: &[u8], starts_word: bool) -> bool {
     let mut outs = out.chunks_exact_mut(8);
     let mut ins = name.chunks_exact(8);
     for (o, i) in (&mut outs).zip(&mut ins) {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(i);
-        let (upper, next) = title_case_word(u64::from_le_bytes(word), carry);
+        let (upper, next) = title_case_word(word_at(i, 0), carry);
         o.copy_from_slice(&upper.to_le_bytes());
         carry = next;
     }

@@ -290,14 +290,14 @@ impl TransportConnector {
                 debug!("pooled stream expired while idle");
                 continue;
             }
-            let (mut stream, timer) = (idle.stream, idle.kept);
+            let (mut stream, kept) = (idle.stream, idle.kept);
             // test_reusable_stream: we assume server would never actively send data
             // first on an idle stream.
             #[cfg(unix)]
             if (connected_to(&stream, peer) || peer.matches_fd(stream.id()))
                 && test_reusable_stream(&mut stream, &self.unexpected_data_conn_count)
             {
-                return Some((stream, timer));
+                return Some((stream, kept));
             }
             #[cfg(windows)]
             {
@@ -311,7 +311,7 @@ impl TransportConnector {
                 if peer.matches_sock(WrappedRawSocket(stream.id() as RawSocket))
                     && test_reusable_stream(&mut stream, &self.unexpected_data_conn_count)
                 {
-                    return Some((stream, timer));
+                    return Some((stream, kept));
                 }
             }
         }

@@ -23,20 +23,31 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
+/// `clock_gettime` or `clock_getres`.
 #[cfg(target_os = "linux")]
-fn read(clock: libc::clockid_t) -> Option<Duration> {
+type ClockCall = unsafe extern "C" fn(libc::clockid_t, *mut libc::timespec) -> libc::c_int;
+
+/// `call(clock)` as a duration: the time (`clock_gettime`) or the resolution
+/// (`clock_getres`).
+#[cfg(target_os = "linux")]
+fn read_with(call: ClockCall, clock: libc::clockid_t) -> Option<Duration> {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
     // SAFETY: `ts` is a valid, writable timespec for the duration of the call.
-    if unsafe { libc::clock_gettime(clock, &mut ts) } != 0 {
+    if unsafe { call(clock, &mut ts) } != 0 {
         return None;
     }
     Some(Duration::new(
         u64::try_from(ts.tv_sec).ok()?,
         u32::try_from(ts.tv_nsec).ok()?,
     ))
+}
+
+#[cfg(target_os = "linux")]
+fn read(clock: libc::clockid_t) -> Option<Duration> {
+    read_with(libc::clock_gettime, clock)
 }
 
 /// Whole seconds since the Unix epoch, up to a tick late.
@@ -74,17 +85,8 @@ pub fn instant() -> Instant {
 pub fn tick() -> Duration {
     static TICK: std::sync::LazyLock<Duration> = std::sync::LazyLock::new(|| {
         #[cfg(target_os = "linux")]
-        {
-            let mut ts = libc::timespec {
-                tv_sec: 0,
-                tv_nsec: 0,
-            };
-            // SAFETY: `ts` is a valid, writable timespec for the duration of the call.
-            if unsafe { libc::clock_getres(libc::CLOCK_MONOTONIC_COARSE, &mut ts) } == 0 {
-                if let (Ok(s), Ok(ns)) = (u64::try_from(ts.tv_sec), u32::try_from(ts.tv_nsec)) {
-                    return Duration::new(s, ns);
-                }
-            }
+        if let Some(tick) = read_with(libc::clock_getres, libc::CLOCK_MONOTONIC_COARSE) {
+            return tick;
         }
         Duration::from_millis(10)
     });

@@ -828,14 +828,9 @@ impl HttpSession {
 
     /// Gatehouse patch 94: [Self::reuse] with no future: the stream when the
     /// connection can be kept, else the session back, to be shut down.
-    pub fn into_reusable_stream(mut self) -> std::result::Result<Stream, Self> {
-        if !self.body_reader.body_complete() || self.body_reader.has_bytes_overread() {
-            self.set_keepalive(None);
-        }
-        match self.keepalive_timeout {
-            KeepaliveStatus::Off => Err(self),
-            _ => Ok(self.underlying_stream),
-        }
+    pub fn into_reusable_stream(self) -> std::result::Result<Stream, Self> {
+        // Gatehouse patch 126: the same check; the timer and digest go with `self`.
+        self.into_reusable_parts().map(|(stream, _)| stream)
     }
 
     fn init_body_reader(&mut self) {
