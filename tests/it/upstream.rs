@@ -1178,6 +1178,58 @@ async fn an_http10_client_without_keep_alive_gets_connection_close() {
     assert!(wire.ends_with("\r\n\r\nok"), "{wire}");
 }
 
+/// An answer whose end is the connection's close (no length, no chunks) goes
+/// to an HTTP/1.0 keep-alive client the same way, never chunked (RFC 9112
+/// section 6.1; vendor patch 128), so Gatehouse closes that connection too and
+/// the answer says `Connection: close` (patch 127 chooses the value after the
+/// body framing is known). Before, the client got `Transfer-Encoding:
+/// chunked`, which HTTP/1.0 does not know, with `Connection: keep-alive`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_close_delimited_answer_to_an_http10_client_says_connection_close() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    // Answers each request without a length and closes, as an HTTP/1.0 server does.
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut chunk = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                if head.starts_with(b"GET /health") {
+                    let _ = conn
+                        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                        .await;
+                    return;
+                }
+                let _ = conn.write_all(b"HTTP/1.1 200 OK\r\n\r\nuntil close").await;
+                let _ = conn.shutdown().await;
+            });
+        }
+    });
+    let gh = start_api(&[addr.to_string()], "").await;
+    // Read until Gatehouse closes (raw::wire times out after 5 s if it does not).
+    let wire = common::raw::wire(
+        gh.http_addr(),
+        b"GET /api/eof HTTP/1.0\r\nHost: h.test\r\nConnection: keep-alive\r\n\r\n",
+    )
+    .await
+    .expect("Gatehouse closes the connection after a close-delimited answer");
+    let wire = String::from_utf8_lossy(&wire);
+    assert!(
+        wire.starts_with("HTTP/1.0 200 ") || wire.starts_with("HTTP/1.1 200 "),
+        "{wire}"
+    );
+    assert!(wire.contains("\r\nConnection: close\r\n"), "{wire}");
+    assert!(!wire.contains("keep-alive"), "{wire}");
+    assert!(wire.ends_with("\r\n\r\nuntil close"), "{wire}");
+}
+
 /// An HTTP/1.0 client is never sent a 1xx (RFC 9110 section 15.2: "a server
 /// MUST NOT send a 1xx response to an HTTP/1.0 client"); it gets the final
 /// answer alone.

@@ -1235,7 +1235,13 @@ where
                 // these status codes / method cannot have body, so no need to add chunked encoding
                 let no_body = session.req_header().method == http::method::Method::HEAD
                     || matches!(header.status.as_u16(), 204 | 304);
+                // Gatehouse patch: not for an HTTP/1.0 (or 0.9) client, which does not
+                // know chunked (RFC 9112 section 6.1: a server MUST NOT send
+                // Transfer-Encoding in answer to a request below HTTP/1.1). Its answer
+                // stays close-delimited and the connection is closed after it.
+                let client_knows_chunked = session.req_header().version >= Version::HTTP_11;
                 if !no_body
+                    && client_knows_chunked
                     && !header.status.is_informational()
                     && header
                         .headers

@@ -967,7 +967,11 @@ where
 
                 /* Add chunked header to tell downstream to use chunked encoding
                  * during the absent of content-length in h2 */
+                // Gatehouse patch: not for an HTTP/1.0 (or 0.9) client (RFC 9112
+                // section 6.1), as in `proxy_h1.rs`.
+                let client_knows_chunked = session.req_header().version >= Version::HTTP_11;
                 if !no_body
+                    && client_knows_chunked
                     && !header.status.is_informational()
                     && header.headers.get(http::header::CONTENT_LENGTH).is_none()
                 {
