@@ -507,6 +507,22 @@ def stats(vals):
                 q1=percentile(vals, 0.25), q3=percentile(vals, 0.75), n=len(vals))
 
 
+def paired_ratios(records, sc_id):
+    """Gatehouse / Nginx of each round taken on its own (round k of one against round k of
+    the other, run back to back), then the median and spread of those ratios. The machine's
+    speed drifts between rounds more than the proxies differ; a pair shares its moment."""
+    by_round = {}
+    for r in records:
+        if r["scenario"] == sc_id and "failed" not in r:
+            by_round.setdefault(r["round"], {})[r["proxy"]] = r
+    out = {}
+    for k in ("rps", "cpu_s_per_10k"):
+        out[k] = stats([p["gatehouse"][k] / p["nginx"][k] for p in by_round.values()
+                        if "gatehouse" in p and "nginx" in p
+                        and p["gatehouse"].get(k) and p["nginx"].get(k)])
+    return out
+
+
 def summarize(records, scs):
     summary = {}
     for sc in scs:
@@ -556,6 +572,7 @@ def summarize(records, scs):
             for k in ("rps", "p50_ms", "p99_ms", "cpu_s_per_10k"):
                 ratio[k] = rat(g[k] and g[k]["median"], n[k] and n[k]["median"])
             ratio["peak_rss_kb"] = rat(g["peak_rss_kb"], n["peak_rss_kb"])
+            ratio["paired"] = paired_ratios(records, sc["id"])
         summary[sc["key"]] = dict(id=sc["id"], key=sc["key"], name=sc["name"], tool=sc["tool"],
                                   gatehouse=g, nginx=n, ratio=ratio)
     return summary
@@ -583,6 +600,10 @@ def mm(s, digits=2):
 
 def med(s, digits=2):
     return "–" if not s else fmt(s["median"], digits)
+
+
+def pair_text(s):
+    return "–" if not s else f"{s['median']:.2f}× ({s['min']:.2f}–{s['max']:.2f})"
 
 
 def errs_text(e):
@@ -648,7 +669,10 @@ def markdown(meta, summary, a, profiles):
              f"shared by both; nothing pinned; all on 127.0.0.1")
     L.append("- rounds alternate Gatehouse, Nginx, Gatehouse, Nginx, …; values are medians "
              "over rounds, spread is min–max over rounds; ratio = Gatehouse / Nginx "
-             "(req/s: higher is better; latency, CPU, RSS: lower is better)")
+             "(req/s: higher is better; latency, CPU, RSS: lower is better); the CPU ratio of "
+             "round pairs is Gatehouse's round k over Nginx's round k (run back to back), "
+             "median and min–max over the pairs: it is less moved by the machine's drift "
+             "between rounds than the ratio of the two medians")
     L.append("- CPU = utime+stime of the proxy's processes (Gatehouse: the process; "
              "Nginx: master + workers) over the round, per 10k requests; RSS = sum of VmRSS, "
              "sampled every 100 ms, peak over all rounds")
@@ -672,9 +696,10 @@ def markdown(meta, summary, a, profiles):
     L.append("")
     L.append("## Cost\n")
     L.append("| # | CPU s / 10k req G (min–max) | CPU s / 10k req N (min–max) | CPU ratio "
+             "| CPU ratio of round pairs (min–max) "
              "| kernel % of CPU G / N | peak RSS MiB G / N | RSS ratio | errors G | errors N "
              "| other load % G / N |")
-    L.append("|---|---|---|---|---|---|---|---|---|---|")
+    L.append("|---|---|---|---|---|---|---|---|---|---|---|")
     for s in summary.values():
         if s["id"] in IDLE_IDS:
             continue
@@ -687,6 +712,7 @@ def markdown(meta, summary, a, profiles):
         L.append(f"| {s['id']} | {med(g['cpu_s_per_10k'], 3)} ({mm(g['cpu_s_per_10k'], 3)}) "
                  f"| {med(n['cpu_s_per_10k'], 3)} ({mm(n['cpu_s_per_10k'], 3)}) "
                  f"| {fr(r['cpu_s_per_10k'])} "
+                 f"| {pair_text(r.get('paired', {}).get('cpu_s_per_10k'))} "
                  f"| {med(g.get('sys_pct'), 0)} / {med(n.get('sys_pct'), 0)} "
                  f"| {fmt(grss, 1)} / {fmt(nrss, 1)} "
                  f"| {fr(r['peak_rss_kb'])} | {errs_text(g['errors'])}{fail} "
