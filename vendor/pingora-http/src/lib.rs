@@ -263,7 +263,7 @@ impl RequestHeader {
     /// Gatehouse patch: names are written in Title-Case (`x-api-key` as `X-Api-Key`), and
     /// the [extra fields](Self::set_h1_extra_fields) follow those of the map.
     pub fn header_to_h1_wire(&self, buf: &mut impl BufMut) {
-        header_to_h1_wire(&self.base.headers, buf);
+        header_to_h1_wire(&self.base.headers, buf, false);
         buf.put_slice(&self.h1_extra);
     }
 
@@ -617,7 +617,15 @@ impl ResponseHeader {
     ///
     /// Gatehouse patch: names are written in Title-Case (`x-api-key` as `X-Api-Key`).
     pub fn header_to_h1_wire(&self, buf: &mut impl BufMut) {
-        header_to_h1_wire(&self.base.headers, buf)
+        header_to_h1_wire(&self.base.headers, buf, false)
+    }
+
+    /// Gatehouse patch: [Self::header_to_h1_wire()] without the map's `Date` and
+    /// `Connection` fields, for a server that writes its own after them. Passing over
+    /// them costs a comparison of names each; removing them from the map cost a hash,
+    /// a probe and a shift of the entries after them each.
+    pub fn header_to_h1_wire_without_date_and_connection(&self, buf: &mut impl BufMut) {
+        header_to_h1_wire(&self.base.headers, buf, true)
     }
 
     /// Return mutable access to the response extensions.
@@ -1042,13 +1050,18 @@ fn normalize_field_value_slow(raw: bytes::Bytes) -> bytes::Bytes {
 /// names lower-case). The line break ending the previous field, the name and `": "` go to
 /// `buf` in one write (it was four writes per field, each a small copy).
 #[inline]
-fn header_to_h1_wire(value_map: &HMap, buf: &mut impl BufMut) {
+fn header_to_h1_wire(value_map: &HMap, buf: &mut impl BufMut, without_date_and_connection: bool) {
     const CRLF: &[u8; 2] = b"\r\n";
     const HEADER_KV_DELIMITER: &[u8; 2] = b": ";
 
     let mut head = [0u8; 64];
     let mut line_open = false;
     for (header, value) in value_map {
+        if without_date_and_connection
+            && (header == http::header::DATE || header == http::header::CONNECTION)
+        {
+            continue;
+        }
         let name = header.as_str().as_bytes();
         let mut len = 0;
         if line_open {
@@ -1131,6 +1144,25 @@ mod tests {
         let mut buf: Vec<u8> = vec![];
         resp.header_to_h1_wire(&mut buf);
         assert_eq!(buf, b"Foo: Bar\r\n");
+    }
+
+    #[test]
+    fn wire_fields_without_date_and_connection() {
+        let mut resp = ResponseHeader::build(200, None).unwrap();
+        resp.append_header("date", "Tue, 01 Dec 2026 00:00:00 GMT").unwrap();
+        resp.append_header("content-type", "text/plain").unwrap();
+        resp.append_header("connection", "keep-alive").unwrap();
+        resp.append_header("date", "again").unwrap();
+        resp.append_header("x-connection", "kept").unwrap();
+        let mut buf: Vec<u8> = vec![];
+        resp.header_to_h1_wire_without_date_and_connection(&mut buf);
+        assert_eq!(buf, b"Content-Type: text/plain\r\nX-Connection: kept\r\n");
+        // The map keeps them.
+        assert_eq!(resp.headers.get_all("date").iter().count(), 2);
+        assert!(resp.headers.contains_key("connection"));
+        let mut buf: Vec<u8> = vec![];
+        resp.header_to_h1_wire(&mut buf);
+        assert!(buf.starts_with(b"Date: Tue"));
     }
 
     #[test]

@@ -946,15 +946,12 @@ impl HttpSession {
         // no need to add these headers to 1xx responses
         // Gatehouse patch: `Date` and `Connection` are written on the wire after the
         // map's fields (`http_resp_header_to_buf`) instead of being inserted into it:
-        // the map's own are removed (a `Connection` only when one was added). Two
-        // inserts, with their probes and Title-Casing on the way out, were most of
-        // the cost. The head kept as `response_written` no longer has them.
+        // the map's own are passed over on the way out (patch 129; they were removed
+        // from the map before). Two inserts, with their probes and Title-Casing on the
+        // way out, were most of the cost. The head kept as `response_written` is the
+        // one given, with the upstream's `Date` and `Connection` if it had them.
         let mut own_date = None;
         if !header.status.is_informational() && self.update_resp_headers {
-            header.remove_header(&header::DATE);
-            if !header.lacks(FramingField::Connection) {
-                header.remove_header(&header::CONNECTION);
-            }
             own_date = Some(date::get_cached_date());
         }
 
@@ -2008,8 +2005,13 @@ fn http_resp_header_to_buf(
 
     // headers
     // TODO: style: make sure Server and Date headers are the first two
-    resp.header_to_h1_wire(buf);
-    // Gatehouse patch: the server's `Date` and `Connection` (see `prepare_response_header`).
+    // Gatehouse patch: the server's `Date` and `Connection` (see `prepare_response_header`)
+    // take the place of the map's.
+    if own_fields.is_some() {
+        resp.header_to_h1_wire_without_date_and_connection(buf);
+    } else {
+        resp.header_to_h1_wire(buf);
+    }
     if let Some((date, connection)) = own_fields {
         buf.put_slice(b"Date: ");
         buf.put_slice(date.as_bytes());
