@@ -949,7 +949,7 @@ impl HttpSession {
         // the map's own are passed over on the way out (patch 129; they were removed
         // from the map before). Two inserts, with their probes and Title-Casing on the
         // way out, were most of the cost. The head kept as `response_written` is the
-        // one given, with the upstream's `Date` and `Connection` if it had them.
+        // one given, with the map's own `Date` and `Connection` if it had them.
         let mut own_date = None;
         if !header.status.is_informational() && self.update_resp_headers {
             own_date = Some(date::get_cached_date());
