@@ -25,6 +25,8 @@
 #   TOP [40]      lines of the annotation printed with --annotate
 #   NO_BUILD [0]  1: use the existing release binary
 #   REQ_PATH [/api/hello]  /static/1k.txt counts a static 1 KiB file instead (Gatehouse only)
+#   REQ_FIELDS [plain]     plain: Host, User-Agent, Accept; browser: the 14 fields (552
+#                          bytes, a cookie) of a browser's fetch() (client.py)
 #   OUT [target/bench-instructions]   result directory (result.md, result.json, callgrind files)
 #   CARGO_TARGET_DIR                   where the release binary is built (default target/)
 set -euo pipefail
@@ -42,11 +44,12 @@ NO_BUILD="${NO_BUILD:-0}"
 # What each request asks for: /api/hello (proxied) or /static/1k.txt (a 1 KiB
 # static file, Gatehouse only: the Nginx side always proxies).
 REQ_PATH="${REQ_PATH:-/api/hello}"
+REQ_FIELDS="${REQ_FIELDS:-plain}"
 ANNOTATE=0
 for arg in "$@"; do
   case "$arg" in
     --annotate) ANNOTATE=1 ;;
-    -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
     *) echo "unknown argument: $arg" >&2; exit 2 ;;
   esac
 done
@@ -271,7 +274,7 @@ stop_proxy() {
 }
 
 client() {  # n
-  python3 "$HERE/client.py" 127.0.0.1 "$PROXY_PORT" "$REQ_PATH" "$1" >/dev/null
+  python3 "$HERE/client.py" 127.0.0.1 "$PROXY_PORT" "$REQ_PATH" "$1" "$REQ_FIELDS" >/dev/null
 }
 
 # measure NAME: sets PER_REQUEST (instructions per request); leaves the totals in $OUT
@@ -320,9 +323,9 @@ if [ "$ANNOTATE" = 1 ] && [ "$ONLY" != nginx ]; then
 fi
 
 # ---------------------------------------------------------------- results
-python3 - "$OUT" "$GH" "$NGX" "$BASE" "$COUNT" "$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)" <<'EOF'
+python3 - "$OUT" "$GH" "$NGX" "$BASE" "$COUNT" "$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)" "$REQ_PATH" "$REQ_FIELDS" <<'EOF'
 import json, os, sys, time
-out, gh, ngx, base, count, commit = sys.argv[1:7]
+out, gh, ngx, base, count, commit, req_path, req_fields = sys.argv[1:9]
 gh = int(gh) if gh else None
 ngx = int(ngx) if ngx else None
 ratio = round(gh / ngx, 2) if gh and ngx else None
@@ -331,6 +334,7 @@ res = {
     "commit": commit,
     "base_requests": int(base),
     "counted_requests": int(count),
+    "request": {"path": req_path, "fields": req_fields},
     "gatehouse_instructions_per_request": gh,
     "nginx_instructions_per_request": ngx,
     "ratio": ratio,
@@ -342,7 +346,8 @@ fmt = lambda v: f"{v:,}" if isinstance(v, int) else "-"
 md = f"""# Instructions per proxied request (callgrind)
 
 {res['date']}, commit {commit}; (total({int(base) + int(count)}) - total({base})) / {count},
-1 thread, plain HTTP/1.1 keep-alive, access log off, one keep-alive backend.
+1 thread, plain HTTP/1.1 keep-alive, access log off, one keep-alive backend;
+GET {req_path} with the {req_fields} header fields (benches/instructions/client.py).
 
 | proxy | instructions/request |
 |---|---:|
