@@ -571,6 +571,17 @@ fn known_header_name(raw: &[u8]) -> Option<http::HeaderName> {
     const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
     const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
     const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+    // Gatehouse patch 130: the fields browsers add to every request (fetch metadata, client
+    // hints, RFC 9218 priority). Not among `http`'s standard names, so `from_bytes` also
+    // copied each into a new allocation; a static name is shared.
+    const PRIORITY: HeaderName = HeaderName::from_static("priority");
+    const SEC_CH_UA: HeaderName = HeaderName::from_static("sec-ch-ua");
+    const SEC_FETCH_SITE: HeaderName = HeaderName::from_static("sec-fetch-site");
+    const SEC_FETCH_MODE: HeaderName = HeaderName::from_static("sec-fetch-mode");
+    const SEC_FETCH_DEST: HeaderName = HeaderName::from_static("sec-fetch-dest");
+    const SEC_FETCH_USER: HeaderName = HeaderName::from_static("sec-fetch-user");
+    const SEC_CH_UA_MOBILE: HeaderName = HeaderName::from_static("sec-ch-ua-mobile");
+    const SEC_CH_UA_PLATFORM: HeaderName = HeaderName::from_static("sec-ch-ua-platform");
     // Each arm: the lower-case and the usual spelling of one name.
     macro_rules! pick {
         ($($lower:literal $usual:literal => $name:expr),+ $(,)?) => {{
@@ -603,8 +614,14 @@ fn known_header_name(raw: &[u8]) -> Option<http::HeaderName> {
             b"upgrade" b"Upgrade" => UPGRADE,
             b"expires" b"Expires" => EXPIRES,
         ),
-        8 => pick!(b"location" b"Location" => LOCATION),
-        9 => pick!(b"x-real-ip" b"X-Real-IP" => X_REAL_IP),
+        8 => pick!(
+            b"location" b"Location" => LOCATION,
+            b"priority" b"Priority" => PRIORITY,
+        ),
+        9 => pick!(
+            b"x-real-ip" b"X-Real-IP" => X_REAL_IP,
+            b"sec-ch-ua" b"Sec-Ch-Ua" => SEC_CH_UA,
+        ),
         10 => pick!(
             b"connection" b"Connection" => CONNECTION,
             b"user-agent" b"User-Agent" => USER_AGENT,
@@ -622,7 +639,13 @@ fn known_header_name(raw: &[u8]) -> Option<http::HeaderName> {
             b"accept-ranges" b"Accept-Ranges" => ACCEPT_RANGES,
             b"if-none-match" b"If-None-Match" => IF_NONE_MATCH,
         ),
-        14 => pick!(b"content-length" b"Content-Length" => CONTENT_LENGTH),
+        14 => pick!(
+            b"content-length" b"Content-Length" => CONTENT_LENGTH,
+            b"sec-fetch-site" b"Sec-Fetch-Site" => SEC_FETCH_SITE,
+            b"sec-fetch-mode" b"Sec-Fetch-Mode" => SEC_FETCH_MODE,
+            b"sec-fetch-dest" b"Sec-Fetch-Dest" => SEC_FETCH_DEST,
+            b"sec-fetch-user" b"Sec-Fetch-User" => SEC_FETCH_USER,
+        ),
         15 => pick!(
             b"accept-encoding" b"Accept-Encoding" => ACCEPT_ENCODING,
             b"accept-language" b"Accept-Language" => ACCEPT_LANGUAGE,
@@ -631,11 +654,16 @@ fn known_header_name(raw: &[u8]) -> Option<http::HeaderName> {
         16 => pick!(
             b"content-encoding" b"Content-Encoding" => CONTENT_ENCODING,
             b"x-forwarded-host" b"X-Forwarded-Host" => X_FORWARDED_HOST,
+            b"sec-ch-ua-mobile" b"Sec-Ch-Ua-Mobile" => SEC_CH_UA_MOBILE,
         ),
         17 => pick!(
             b"transfer-encoding" b"Transfer-Encoding" => TRANSFER_ENCODING,
             b"if-modified-since" b"If-Modified-Since" => IF_MODIFIED_SINCE,
             b"x-forwarded-proto" b"X-Forwarded-Proto" => X_FORWARDED_PROTO,
+        ),
+        18 => pick!(b"sec-ch-ua-platform" b"Sec-Ch-Ua-Platform" => SEC_CH_UA_PLATFORM),
+        25 => pick!(
+            b"upgrade-insecure-requests" b"Upgrade-Insecure-Requests" => UPGRADE_INSECURE_REQUESTS
         ),
         _ => None,
     }
@@ -664,7 +692,9 @@ mod test {
             b"upgrade",
             b"expires",
             b"location",
+            b"priority",
             b"x-real-ip",
+            b"sec-ch-ua",
             b"connection",
             b"user-agent",
             b"set-cookie",
@@ -677,14 +707,21 @@ mod test {
             b"accept-ranges",
             b"if-none-match",
             b"content-length",
+            b"sec-fetch-site",
+            b"sec-fetch-mode",
+            b"sec-fetch-dest",
+            b"sec-fetch-user",
             b"accept-encoding",
             b"accept-language",
             b"x-forwarded-for",
             b"content-encoding",
             b"x-forwarded-host",
+            b"sec-ch-ua-mobile",
             b"transfer-encoding",
             b"if-modified-since",
             b"x-forwarded-proto",
+            b"sec-ch-ua-platform",
+            b"upgrade-insecure-requests",
         ];
         let title = |name: &[u8]| {
             let mut up = true;
