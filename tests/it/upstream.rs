@@ -610,6 +610,76 @@ async fn each_hop_by_hop_field_alone_is_not_forwarded() {
     }
 }
 
+/// A browser's request (fetch metadata, client hints, `Connection:
+/// keep-alive` with a `Keep-Alive` field) goes up with every field but the
+/// hop-by-hop ones, each with its value (vendor patches 130 and 131: the
+/// browser names are static names, and only the hop-by-hop fields present
+/// are removed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_request_goes_up_whole_but_its_hop_by_hop_fields() {
+    let b = Backend::named("b").await;
+    let gh = start_api(&[b.addr_str()], "").await;
+    let kept = [
+        ("sec-ch-ua-platform", "\"Linux\""),
+        (
+            "User-Agent",
+            "Mozilla/5.0 (X11; Linux x86_64) Chrome/131.0.0.0",
+        ),
+        ("sec-ch-ua", "\"Chromium\";v=\"131\""),
+        ("Sec-Ch-Ua-Mobile", "?0"),
+        ("Accept", "application/json"),
+        ("Sec-Fetch-Site", "same-origin"),
+        ("sec-fetch-mode", "cors"),
+        ("Sec-Fetch-Dest", "empty"),
+        ("Sec-Fetch-User", "?1"),
+        ("Priority", "u=1, i"),
+        ("Upgrade-Insecure-Requests", "1"),
+        ("Accept-Language", "en-US,en;q=0.9"),
+        ("Cookie", "session=3f9a; theme=dark"),
+    ];
+    for connection in ["keep-alive", "Keep-Alive", "close, keep-alive"] {
+        let mut req = format!(
+            "GET /api/browser HTTP/1.1\r\nHost: h.test\r\nConnection: {connection}\r\nKeep-Alive: timeout=5\r\n"
+        );
+        for (name, value) in kept {
+            req.push_str(&format!("{name}: {value}\r\n"));
+        }
+        req.push_str("\r\n");
+        let resp = common::raw::request(gh.http_addr(), req.as_bytes())
+            .await
+            .unwrap();
+        assert_eq!(resp.status, 200, "{connection}: {}", resp.body_text());
+        let seen = b.last_request().expect("the backend got the request");
+        assert_eq!(seen.header("keep-alive"), None, "{connection}");
+        assert_eq!(seen.header("connection"), None, "{connection}");
+        for (name, value) in kept {
+            assert_eq!(seen.header_all(name), vec![value], "{connection}: {name}");
+        }
+        // Nothing else went up but Host and the forwarding fields. (The fields'
+        // order is not kept: a removal moves the last field into its place,
+        // which RFC 9110 section 5.3 allows for fields of different names.)
+        let mut others: Vec<&str> = seen
+            .headers
+            .iter()
+            .map(|(name, _)| name.as_str())
+            .filter(|name| !kept.iter().any(|(k, _)| k.eq_ignore_ascii_case(name)))
+            .collect();
+        others.sort_unstable();
+        assert_eq!(
+            others,
+            [
+                "host",
+                "x-forwarded-for",
+                "x-forwarded-host",
+                "x-forwarded-proto",
+                "x-real-ip",
+                "x-request-id"
+            ],
+            "{connection}"
+        );
+    }
+}
+
 /// The raw HTTP/1 head is gone over once for the fields Gatehouse reads
 /// (proxy/framing.rs): a client's `X-Forwarded-For` and `X-Request-Id` are
 /// found in any spelling; a head without hop-by-hop fields goes up whole and

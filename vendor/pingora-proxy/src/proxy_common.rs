@@ -137,18 +137,28 @@ impl ConnectionNominations {
             }
 
             // `HeaderName` lowercases, so the protected-set check below cannot be evaded via casing.
-            let name = match HeaderName::from_bytes(token) {
-                Ok(name) => name,
+            // Gatehouse patch 131: the two options nearly every `Connection` carries are static
+            // names (`from_bytes` copied each into a new allocation).
+            const KEEP_ALIVE_NAME: HeaderName = HeaderName::from_static(KEEP_ALIVE);
+            const CLOSE_NAME: HeaderName = HeaderName::from_static("close");
+            let name = if token.eq_ignore_ascii_case(b"keep-alive") {
+                KEEP_ALIVE_NAME
+            } else if token.eq_ignore_ascii_case(b"close") {
+                CLOSE_NAME
+            } else {
+                match HeaderName::from_bytes(token) {
+                    Ok(name) => name,
                 // Strict mode: every token is valid `tchar` and parses; a residual failure (e.g. a
                 // length limit) still fails closed. Lenient mode: an unparsable token names
                 // nothing, so ignore it.
-                Err(_) if reject_malformed => {
-                    return Error::e_explain(
-                        InvalidHTTPHeader,
-                        "invalid token nominated by the Connection header",
-                    );
+                    Err(_) if reject_malformed => {
+                        return Error::e_explain(
+                            InvalidHTTPHeader,
+                            "invalid token nominated by the Connection header",
+                        );
+                    }
+                    Err(_) => continue,
                 }
-                Err(_) => continue,
             };
 
             if matches!(
@@ -178,16 +188,7 @@ impl ConnectionNominations {
 /// Gatehouse patch: whether `name` is one of the fields
 /// [strip_standard_hop_by_hop_headers] removes.
 fn is_standard_hop_by_hop(name: &HeaderName) -> bool {
-    matches!(
-        *name,
-        header::PROXY_AUTHENTICATE
-            | header::PROXY_AUTHORIZATION
-            | header::TE
-            | header::TRAILER
-            | header::TRANSFER_ENCODING
-            | header::CONNECTION
-            | header::UPGRADE
-    ) || matches!(name.as_str(), KEEP_ALIVE | PROXY_CONNECTION | HTTP2_SETTINGS)
+    hop_by_hop_bit(name) != 0
 }
 
 /// Gatehouse patch: whether `name` is one of the upgrade fields the
@@ -200,19 +201,79 @@ fn strip_standard_hop_by_hop_headers(req: &mut RequestHeader) {
     // Gatehouse patch: one pass over the names present decides first; the
     // ten removals (each hashing the name into both header maps) cost about
     // 1,700 instructions per request when, as usual, none is there.
-    if !req.headers.keys().any(is_standard_hop_by_hop) {
+    // Gatehouse patch 131: and only the names present are removed, in the
+    // same order as before (so the fields left keep the same order): a
+    // browser's `Connection: keep-alive` cost nine removals of absent names.
+    let present = req
+        .headers
+        .keys()
+        .fold(0u16, |present, name| present | hop_by_hop_bit(name));
+    if present == 0 {
         return;
     }
-    req.remove_header(KEEP_ALIVE);
-    req.remove_header(PROXY_CONNECTION);
-    req.remove_header(&header::PROXY_AUTHENTICATE);
-    req.remove_header(&header::PROXY_AUTHORIZATION);
-    req.remove_header(&header::TE);
-    req.remove_header(&header::TRAILER);
-    req.remove_header(&header::TRANSFER_ENCODING);
-    req.remove_header(&header::CONNECTION);
-    req.remove_header(&header::UPGRADE);
-    req.remove_header(HTTP2_SETTINGS);
+    let has = |bit: u16| present & bit != 0;
+    if has(HOP_KEEP_ALIVE) {
+        req.remove_header(KEEP_ALIVE);
+    }
+    if has(HOP_PROXY_CONNECTION) {
+        req.remove_header(PROXY_CONNECTION);
+    }
+    if has(HOP_PROXY_AUTHENTICATE) {
+        req.remove_header(&header::PROXY_AUTHENTICATE);
+    }
+    if has(HOP_PROXY_AUTHORIZATION) {
+        req.remove_header(&header::PROXY_AUTHORIZATION);
+    }
+    if has(HOP_TE) {
+        req.remove_header(&header::TE);
+    }
+    if has(HOP_TRAILER) {
+        req.remove_header(&header::TRAILER);
+    }
+    if has(HOP_TRANSFER_ENCODING) {
+        req.remove_header(&header::TRANSFER_ENCODING);
+    }
+    if has(HOP_CONNECTION) {
+        req.remove_header(&header::CONNECTION);
+    }
+    if has(HOP_UPGRADE) {
+        req.remove_header(&header::UPGRADE);
+    }
+    if has(HOP_HTTP2_SETTINGS) {
+        req.remove_header(HTTP2_SETTINGS);
+    }
+}
+
+// Gatehouse patch 131: one bit for each field [strip_standard_hop_by_hop_headers] removes.
+const HOP_KEEP_ALIVE: u16 = 1;
+const HOP_PROXY_CONNECTION: u16 = 1 << 1;
+const HOP_PROXY_AUTHENTICATE: u16 = 1 << 2;
+const HOP_PROXY_AUTHORIZATION: u16 = 1 << 3;
+const HOP_TE: u16 = 1 << 4;
+const HOP_TRAILER: u16 = 1 << 5;
+const HOP_TRANSFER_ENCODING: u16 = 1 << 6;
+const HOP_CONNECTION: u16 = 1 << 7;
+const HOP_UPGRADE: u16 = 1 << 8;
+const HOP_HTTP2_SETTINGS: u16 = 1 << 9;
+
+/// Gatehouse patch 131: the bit of `name` if it is a field
+/// [strip_standard_hop_by_hop_headers] removes, else 0.
+fn hop_by_hop_bit(name: &HeaderName) -> u16 {
+    match *name {
+        header::PROXY_AUTHENTICATE => HOP_PROXY_AUTHENTICATE,
+        header::PROXY_AUTHORIZATION => HOP_PROXY_AUTHORIZATION,
+        header::TE => HOP_TE,
+        header::TRAILER => HOP_TRAILER,
+        header::TRANSFER_ENCODING => HOP_TRANSFER_ENCODING,
+        header::CONNECTION => HOP_CONNECTION,
+        header::UPGRADE => HOP_UPGRADE,
+        _ => match name.as_str() {
+            KEEP_ALIVE => HOP_KEEP_ALIVE,
+            PROXY_CONNECTION => HOP_PROXY_CONNECTION,
+            HTTP2_SETTINGS => HOP_HTTP2_SETTINGS,
+            _ => 0,
+        },
+    }
 }
 
 /// Set H1 `Host` from the URI or absolute-form authority.
