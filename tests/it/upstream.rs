@@ -637,12 +637,32 @@ async fn a_browser_request_goes_up_whole_but_its_hop_by_hop_fields() {
         ("Accept-Language", "en-US,en;q=0.9"),
         ("Cookie", "session=3f9a; theme=dark"),
     ];
-    for connection in ["keep-alive", "Keep-Alive", "close, keep-alive"] {
+    // The last case names no field in `Connection` and carries six more
+    // hop-by-hop fields between the kept ones, so that each must be found by
+    // its own name (the others are removed as nominated too).
+    let more_hop_by_hop = [
+        ("TE", "trailers"),
+        ("Proxy-Connection", "keep-alive"),
+        ("Trailer", "X-Checksum"),
+        ("Proxy-Authorization", "Basic Zm9vOmJhcg=="),
+        ("HTTP2-Settings", "AAMAAABkAAQAAP__"),
+        ("Proxy-Authenticate", "Basic"),
+    ];
+    let cases: [(&str, &[(&str, &str)]); 4] = [
+        ("keep-alive", &[]),
+        ("Keep-Alive", &[]),
+        ("close, keep-alive", &[]),
+        ("close", &more_hop_by_hop),
+    ];
+    for (connection, extra) in cases {
         let mut req = format!(
             "GET /api/browser HTTP/1.1\r\nHost: h.test\r\nConnection: {connection}\r\nKeep-Alive: timeout=5\r\n"
         );
-        for (name, value) in kept {
+        for (i, (name, value)) in kept.iter().enumerate() {
             req.push_str(&format!("{name}: {value}\r\n"));
+            if let Some((name, value)) = extra.get(i) {
+                req.push_str(&format!("{name}: {value}\r\n"));
+            }
         }
         req.push_str("\r\n");
         let resp = common::raw::request(gh.http_addr(), req.as_bytes())
@@ -652,6 +672,9 @@ async fn a_browser_request_goes_up_whole_but_its_hop_by_hop_fields() {
         let seen = b.last_request().expect("the backend got the request");
         assert_eq!(seen.header("keep-alive"), None, "{connection}");
         assert_eq!(seen.header("connection"), None, "{connection}");
+        for (name, _) in more_hop_by_hop {
+            assert_eq!(seen.header(name), None, "{connection}: {name} went up");
+        }
         for (name, value) in kept {
             assert_eq!(seen.header_all(name), vec![value], "{connection}: {name}");
         }

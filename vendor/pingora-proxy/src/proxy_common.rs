@@ -148,9 +148,9 @@ impl ConnectionNominations {
             } else {
                 match HeaderName::from_bytes(token) {
                     Ok(name) => name,
-                // Strict mode: every token is valid `tchar` and parses; a residual failure (e.g. a
-                // length limit) still fails closed. Lenient mode: an unparsable token names
-                // nothing, so ignore it.
+                    // Strict mode: every token is valid `tchar` and parses; a residual failure
+                    // (e.g. a length limit) still fails closed. Lenient mode: an unparsable token
+                    // names nothing, so ignore it.
                     Err(_) if reject_malformed => {
                         return Error::e_explain(
                             InvalidHTTPHeader,
