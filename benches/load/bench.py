@@ -510,7 +510,8 @@ def stats(vals):
 def paired_ratios(records, sc_id):
     """Gatehouse / Nginx of each round taken on its own (round k of one against round k of
     the other, run back to back), then the median and spread of those ratios. The machine's
-    speed drifts between rounds more than the proxies differ; a pair shares its moment."""
+    speed drifts between rounds by more than the proxies differ; a pair shares its moment
+    (but not a change within it)."""
     by_round = {}
     for r in records:
         if r["scenario"] == sc_id and "failed" not in r:
@@ -671,8 +672,9 @@ def markdown(meta, summary, a, profiles):
              "over rounds, spread is min–max over rounds; ratio = Gatehouse / Nginx "
              "(req/s: higher is better; latency, CPU, RSS: lower is better); the CPU ratio of "
              "round pairs is Gatehouse's round k over Nginx's round k (run back to back), "
-             "median and min–max over the pairs: it is less moved by the machine's drift "
-             "between rounds than the ratio of the two medians")
+             "median and min–max over the pairs: less moved by the machine's drift "
+             "between rounds than the ratio of the two medians, more by a change within a "
+             "pair (see benches/load/README.md)")
     L.append("- CPU = utime+stime of the proxy's processes (Gatehouse: the process; "
              "Nginx: master + workers) over the round, per 10k requests; RSS = sum of VmRSS, "
              "sampled every 100 ms, peak over all rounds")
