@@ -1279,33 +1279,17 @@ async fn an_http10_client_without_keep_alive_gets_connection_close() {
 /// chunked`, which HTTP/1.0 does not know, with `Connection: keep-alive`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_close_delimited_answer_to_an_http10_client_says_connection_close() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    // Answers each request without a length and closes, as an HTTP/1.0 server does.
-    tokio::spawn(async move {
-        while let Ok((mut conn, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut chunk = [0u8; 1024];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match conn.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&chunk[..n]),
-                    }
-                }
-                if head.starts_with(b"GET /health") {
-                    let _ = conn
-                        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-                        .await;
-                    return;
-                }
-                let _ = conn.write_all(b"HTTP/1.1 200 OK\r\n\r\nuntil close").await;
-                let _ = conn.shutdown().await;
-            });
+    // Answers each request without a length and closes, as an HTTP/1.0 server
+    // does (health checks get a length).
+    let b = ScriptedBackend::closing(|req| {
+        if req.path.starts_with("/health") {
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec()
+        } else {
+            b"HTTP/1.1 200 OK\r\n\r\nuntil close".to_vec()
         }
-    });
-    let gh = start_api(&[addr.to_string()], "").await;
+    })
+    .await;
+    let gh = start_api(&[b.addr_str()], "").await;
     // Read until Gatehouse closes (raw::wire times out after 5 s if it does not).
     let wire = common::raw::wire(
         gh.http_addr(),

@@ -3,10 +3,12 @@
 //! answer that says `Connection: close` and then keeps the socket open, an
 //! HTTP/1.0 answer, a 1xx before the final answer, bytes after the body).
 //!
-//! It never closes a connection itself: each one stays open until the peer
-//! (Gatehouse) closes it, so a connection Gatehouse wrongly keeps for reuse is
-//! not thrown away by the pool's check for a closed socket, and a second
-//! request on it is answered and counted on that connection. It counts the
+//! It never closes a connection itself (but one started with
+//! [ScriptedBackend::closing], which closes after each answer, as an HTTP/1.0
+//! server ends an answer without a length): each one stays open until the
+//! peer (Gatehouse) closes it, so a connection Gatehouse wrongly keeps for
+//! reuse is not thrown away by the pool's check for a closed socket, and a
+//! second request on it is answered and counted on that connection. It counts the
 //! connections it accepted and records every request head with the number of
 //! the connection it came on.
 
@@ -34,6 +36,8 @@ type Script = dyn Fn(&ScriptedRequest) -> Vec<u8> + Send + Sync;
 
 struct Shared {
     script: Box<Script>,
+    /// Close the connection after each answer.
+    close_after_answer: bool,
     accepted: AtomicUsize,
     requests: Mutex<Vec<ScriptedRequest>>,
 }
@@ -51,12 +55,24 @@ impl ScriptedBackend {
     pub async fn start(
         script: impl Fn(&ScriptedRequest) -> Vec<u8> + Send + Sync + 'static,
     ) -> ScriptedBackend {
+        Self::launch(Box::new(script), false).await
+    }
+
+    /// Like [Self::start], but closes each connection after its first answer.
+    pub async fn closing(
+        script: impl Fn(&ScriptedRequest) -> Vec<u8> + Send + Sync + 'static,
+    ) -> ScriptedBackend {
+        Self::launch(Box::new(script), true).await
+    }
+
+    async fn launch(script: Box<Script>, close_after_answer: bool) -> ScriptedBackend {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind scripted backend");
         let addr = listener.local_addr().expect("scripted backend local addr");
         let shared = Arc::new(Shared {
-            script: Box::new(script),
+            script,
+            close_after_answer,
             accepted: AtomicUsize::new(0),
             requests: Mutex::new(Vec::new()),
         });
@@ -144,6 +160,10 @@ async fn serve(mut stream: TcpStream, connection: usize, shared: Arc<Shared>) {
                 .unwrap_or_else(|e| e.into_inner())
                 .push(request);
             if stream.write_all(&answer).await.is_err() {
+                return;
+            }
+            if shared.close_after_answer {
+                let _ = stream.shutdown().await;
                 return;
             }
         }
